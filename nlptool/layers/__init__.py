@@ -1,0 +1,5 @@
+"""Keras layers of nlptool."""
+
+from nlptool.layers.gru import GRU
+
+__all__ = ["GRU"]
