@@ -384,7 +384,7 @@ class GRU(keras.layers.Layer):
                 xp = xp + in_bias
             return tf.reshape(xp, [steps, batch, 3 * self.units])
 
-        def fused():
+        def fused(jit_compile=self.jit_compile):
             return gru_kernels.fused_sequence(
                 projected(),
                 h0,
@@ -393,7 +393,7 @@ class GRU(keras.layers.Layer):
                 mask,
                 rec_mask,
                 self.reset_after,
-                jit_compile=self.jit_compile and not _in_save_context(),
+                jit_compile=jit_compile and not _in_save_context(),
                 keep_products=bool(training),
             )
 
@@ -439,7 +439,9 @@ class GRU(keras.layers.Layer):
         lengths = tf.reduce_sum(tf.cast(valid, tf.int32), axis=0)
         right_padded = tf.reduce_all(tf.equal(valid, tf.transpose(tf.sequence_mask(lengths, steps))))
         cudnn_ok = tf.logical_and(right_padded, tf.reduce_all(lengths > 0))
-        return tf.cond(cudnn_ok, cudnn, fused), mask
+        # No XLA in the fallback: TensorFlow cannot differentiate through an
+        # XLA-compiled gradient function inside a tf.cond branch.
+        return tf.cond(cudnn_ok, cudnn, lambda: fused(jit_compile=False)), mask
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         implementation = self.resolved_implementation()

@@ -220,18 +220,39 @@ def _backward_loop(xp, h0, rk, rb, mask, rec_mask, reset_after, hs, products, dh
 _forward_xla = tf.function(_forward_loop, jit_compile=True, reduce_retracing=True)
 _backward_xla = tf.function(_backward_loop, jit_compile=True, reduce_retracing=True)
 
+# XLA removes per-op dispatch cost, which dominates small batches, but its
+# CPU element-wise kernels are slower than TensorFlow's on large ones. The
+# forward loop therefore picks at run time by batch size; the backward loop,
+# whose per-step work is lighter, was faster under XLA at every measured shape.
+XLA_FORWARD_MAX_BATCH = 16
+
+
+def _forward(xp, h0, rk, rb, mask, rec_mask, reset_after, keep_products, jit_compile):
+    args = (xp, h0, rk, rb, mask, rec_mask, reset_after, keep_products)
+    if not jit_compile:
+        return _forward_loop(*args)
+    if xp.shape[1] is not None:  # static batch size: decide now
+        return (_forward_xla if xp.shape[1] <= XLA_FORWARD_MAX_BATCH else _forward_loop)(*args)
+    if keep_products:
+        return tf.cond(
+            tf.shape(xp)[1] <= XLA_FORWARD_MAX_BATCH, lambda: _forward_xla(*args), lambda: _forward_loop(*args)
+        )
+    hs = tf.cond(
+        tf.shape(xp)[1] <= XLA_FORWARD_MAX_BATCH, lambda: _forward_xla(*args)[0], lambda: _forward_loop(*args)[0]
+    )
+    return hs, None
+
 
 def fused_sequence(xp, h0, rk, rb, mask, rec_mask, reset_after, jit_compile, keep_products):
     """State sequence (time, batch, units) with a hand-written gradient.
 
     `mask` is bool (time, batch, 1) or None, `rec_mask` the recurrent dropout
     mask (batch, units) or None; neither receives a gradient. With
-    `jit_compile`, forward and backward loops are compiled by XLA, which
-    removes the per-op dispatch cost that dominates small batches. With
+    `jit_compile`, the backward loop, and the forward loop for batches of at
+    most XLA_FORWARD_MAX_BATCH, are compiled by XLA. With
     `keep_products` (training) the forward pass stores each step's recurrent
     products so that the backward pass needs no GEMM to recompute them.
     """
-    forward = _forward_xla if jit_compile else _forward_loop
     backward = _backward_xla if jit_compile else _backward_loop
     if rb is None:
         rb = tf.zeros([0], xp.dtype)  # placeholder so the signature stays fixed
@@ -243,7 +264,7 @@ def fused_sequence(xp, h0, rk, rb, mask, rec_mask, reset_after, jit_compile, kee
         # Nothing inside may be recorded by an outer tape: the gradient is ours.
         xp, h0, rk, rb = (tf.stop_gradient(t) for t in (xp, h0, rk, rb))
         rb_used = rb if reset_after else None
-        hs, products = forward(xp, h0, rk, rb_used, mask, rec_mask, reset_after, keep_products)
+        hs, products = _forward(xp, h0, rk, rb_used, mask, rec_mask, reset_after, keep_products, jit_compile)
 
         def grad(dhs):
             dxp, dh0, drk, drb = backward(

@@ -35,7 +35,9 @@ HAS_GPU = bool(tf.config.list_logical_devices("GPU"))
 def numpy_cudnn_params(kernel, recurrent_kernel, bias):
     """Keras weights -> cuDNN buffer: W_r, W_z, W_h, R_r, R_z, R_h, each
     (units, fan_in) row-major, then biases bW_r, bW_z, bW_h, bR_r, bR_z, bR_h."""
-    gates = lambda m: dict(zip("zrh", np.split(m, 3, axis=-1)))  # Keras column order z, r, h
+    def gates(m):
+        return dict(zip("zrh", np.split(m, 3, axis=-1)))  # Keras column order z, r, h
+
     w, r, bw, br = gates(kernel), gates(recurrent_kernel), gates(bias[0]), gates(bias[1])
     matrices = [w[g].T for g in "rzh"] + [r[g].T for g in "rzh"]
     vectors = [bw[g] for g in "rzh"] + [br[g] for g in "rzh"]
@@ -58,7 +60,9 @@ def fake_cudnn_rnn_v3(input, input_h, input_c, params, sequence_lengths, rnn_mod
 
     def step(h, elems):
         x, live_t = elems
-        mm = lambda a, m: tf.matmul(a, m, transpose_b=True)  # m is (units, fan_in)
+        def mm(a, m):
+            return tf.matmul(a, m, transpose_b=True)  # m is (units, fan_in)
+
         r = tf.sigmoid(mm(x, w_r) + bw_r + mm(h, r_r) + br_r)
         z = tf.sigmoid(mm(x, w_z) + bw_z + mm(h, r_z) + br_z)
         h_tilde = tf.tanh(mm(x, w_h) + bw_h + r * (mm(h, r_h) + br_h))
@@ -106,16 +110,17 @@ def test_pack_params_matches_canonical_layout(dim, units):
 
 
 def make_mask(kind):
-    t = np.arange(STEPS)[None, :]
-    lengths = {"right": [6, 4, 2], "left": [6, 4, 2], "empty_row": [6, 3, 0]}.get(kind)
+    """(batch, time) bool mask, True where a step is valid."""
     if kind is None:
         return None
-    if kind in ("right", "empty_row"):
-        return tf.constant(t < np.array(lengths)[:, None])
-    if kind == "left":
-        return tf.constant(t >= STEPS - np.array(lengths)[:, None])
-    assert kind == "gap"  # a hole in the middle of row 1
-    return tf.constant(np.array([[1] * 6, [1, 1, 0, 0, 1, 1], [1] * 6], bool))
+    t = np.arange(STEPS)
+    rows = {
+        "right": [t < 6, t < 4, t < 2],
+        "left": [t >= 0, t >= 2, t >= 4],
+        "empty_row": [t < 6, t < 3, t < 0],  # row 2 has no valid step
+        "gap": [t >= 0, (t < 2) | (t >= 4), t >= 0],  # a hole inside row 1
+    }[kind]
+    return tf.constant(np.stack(rows))
 
 
 def make_pair(seed=0, jit_compile=True, **kwargs):
@@ -138,7 +143,7 @@ def outputs_and_grads(layer, x, mask, h0):
         if h0 is not None:
             tape.watch(h0)
         out, state = layer(x, initial_state=None if h0 is None else [h0], mask=mask)
-        # fixed, non-uniform weights so every output element matters differently
+        # non-uniform and non-linear, so gradients are not mere column sums
         out_weight = np.cos(np.arange(UNITS)).astype("float32")
         loss = tf.reduce_sum(out * out_weight + 0.3 * out**2)
         loss += tf.reduce_sum(state * np.linspace(-1.0, 1.0, UNITS, dtype="float32"))
@@ -155,6 +160,29 @@ def assert_matches_keras(ours, ref, mask=None, with_h0=False, seed=1):
     assert len(got) == len(want) == len(names)
     for name, g, w in zip(names, got, want):
         np.testing.assert_allclose(g, w, err_msg=name, **TOL)
+
+
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["fwd", "bwd"])
+def test_cudnn_sequence_state_contract(fake_cudnn, go_backwards):
+    # gru_kernels' contract: the full state sequence in processing order, the
+    # state carried over masked steps (h0 over leading padding when reversed).
+    # The layer hides masked positions, so check it here against the
+    # reference path.
+    rng = np.random.default_rng(2)
+    x, h0 = rng.normal(size=(STEPS, BATCH, DIM)), rng.normal(size=(BATCH, UNITS))
+    kernel, rec = 0.5 * rng.normal(size=(DIM, 3 * UNITS)), 0.5 * rng.normal(size=(UNITS, 3 * UNITS))
+    bias = 0.5 * rng.normal(size=(2, 3 * UNITS))
+    x, h0, kernel, rec, bias = (tf.constant(a, tf.float32) for a in (x, h0, kernel, rec, bias))
+    lengths = tf.constant([6, 4, 2])
+    hs, h_last = gru_kernels.cudnn_sequence(x, h0, kernel, rec, bias, lengths, go_backwards)
+    mask = tf.transpose(make_mask("right"))[..., None]
+    if go_backwards:
+        x, mask = tf.reverse(x, [0]), tf.reverse(mask, [0])
+    xp = tf.einsum("tbd,dk->tbk", x, kernel) + bias[0]
+    want, _ = gru_kernels.reference_sequence(xp, h0, rec, bias[1], mask, None, True, tf.tanh, tf.sigmoid)
+    np.testing.assert_allclose(hs, want, **TOL)
+    np.testing.assert_allclose(h_last, want[-1], **TOL)
+    assert fake_cudnn["n"] == 1
 
 
 @pytest.mark.parametrize("with_h0", [False, True], ids=["zero_h0", "h0"])
@@ -185,15 +213,12 @@ def test_unsupported_masks_fall_back_to_fused(fake_cudnn, mask_kind, go_backward
     assert fake_cudnn["n"] == 0
 
 
-# Known bug: inside a tf.function, the gradient of the layer's tf.cond fails
-# when its fused branch uses XLA (the default), because the custom gradient
-# calls the jit-compiled `_backward_xla` from within the cond's gradient graph:
-# "ValueError: Could not find external tensor capture .../cond/StopGradient".
-# This is what model.fit does on a GPU with a mask. Remove the xfail once fixed.
-XLA_COND_BUG = pytest.mark.xfail(strict=True, raises=ValueError, reason="XLA backward inside tf.cond")
-
-
-@pytest.mark.parametrize("jit_compile", [False, pytest.param(True, marks=XLA_COND_BUG)], ids=["nojit", "jit"])
+# Inside a tf.function the gradient goes through the layer's tf.cond. An
+# XLA-compiled backward inside a cond branch cannot be differentiated by
+# TensorFlow ("Could not find external tensor capture .../cond/StopGradient"),
+# so the fallback branch runs without XLA; this is what model.fit does on a
+# GPU with a mask.
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["nojit", "jit"])
 @pytest.mark.parametrize("mask_kind", ["right", "left"])
 def test_graph_mode_cond_matches_keras(fake_cudnn, mask_kind, jit_compile):
     # Inside a tf.function both branches of the tf.cond are traced and the
@@ -280,7 +305,7 @@ def test_saved_model_never_contains_cudnn(monkeypatch, tmp_path):
     saved = saved_model_pb2.SavedModel()
     saved.ParseFromString((tmp_path / "saved_model.pb").read_bytes())
     ops = set().union(*(op_types(mg.graph_def) for mg in saved.meta_graphs))
-    assert "GRUBlockCell" not in ops and not [op for op in ops if op.startswith("Cudnn")], ops
+    assert not [op for op in ops if op.startswith("Cudnn")], ops
     assert "While" in ops or "StatelessWhile" in ops  # the recurrence is really there
 
     x = np.random.default_rng(4).normal(size=(2, 5, 3)).astype("float32")
