@@ -152,14 +152,12 @@ class GRU(keras.layers.Layer):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
             raise ValueError(
-                "Received an invalid value for argument `units`, expected a "
-                f"positive integer, got {units!r}."
+                f"Received an invalid value for argument `units`, expected a positive integer, got {units!r}."
             )
         for name, value in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
             if not 0.0 <= float(value) < 1.0:
                 raise ValueError(
-                    f"Received an invalid value for argument `{name}`, expected "
-                    f"a float in [0, 1), got {value!r}."
+                    f"Received an invalid value for argument `{name}`, expected a float in [0, 1), got {value!r}."
                 )
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(
@@ -198,8 +196,7 @@ class GRU(keras.layers.Layer):
             failed = self.cudnn_unmet_conditions(check_device=False)
             if failed:
                 raise ValueError(
-                    "implementation='cudnn' was requested but cuDNN cannot run "
-                    f"this layer: {'; '.join(failed)}."
+                    f"implementation='cudnn' was requested but cuDNN cannot run this layer: {'; '.join(failed)}."
                 )
         if implementation == "fused" and self._fused_unmet_conditions():
             raise ValueError(
@@ -217,8 +214,7 @@ class GRU(keras.layers.Layer):
         input_dim = sequences_shape[-1]
         if input_dim is None:
             raise ValueError(
-                "The last dimension of the inputs to `GRU` must be defined, "
-                f"got input shape {tuple(sequences_shape)}."
+                f"The last dimension of the inputs to `GRU` must be defined, got input shape {tuple(sequences_shape)}."
             )
         self.kernel = self.add_weight(
             shape=(input_dim, 3 * self.units),
@@ -282,8 +278,7 @@ class GRU(keras.layers.Layer):
             failed.append(f"activation must be 'tanh', got {_activation_name(self.activation)!r}")
         if _activation_name(self.recurrent_activation) != "sigmoid":
             failed.append(
-                "recurrent_activation must be 'sigmoid', got "
-                f"{_activation_name(self.recurrent_activation)!r}"
+                f"recurrent_activation must be 'sigmoid', got {_activation_name(self.recurrent_activation)!r}"
             )
         if not self.use_bias:
             failed.append("use_bias must be True")
@@ -292,9 +287,7 @@ class GRU(keras.layers.Layer):
         if self.recurrent_dropout:
             failed.append(f"recurrent_dropout must be 0, got {self.recurrent_dropout}")
         if self.dtype_policy.compute_dtype not in ("float16", "float32"):
-            failed.append(
-                f"compute dtype must be float16 or float32, got {self.dtype_policy.compute_dtype}"
-            )
+            failed.append(f"compute dtype must be float16 or float32, got {self.dtype_policy.compute_dtype}")
         if check_device and not _gpu_available():
             failed.append("no GPU is visible")
         return failed
@@ -317,8 +310,7 @@ class GRU(keras.layers.Layer):
             failed = self.cudnn_unmet_conditions()
             if failed:
                 raise ValueError(
-                    "implementation='cudnn' was requested but cuDNN cannot run "
-                    f"this layer: {'; '.join(failed)}."
+                    f"implementation='cudnn' was requested but cuDNN cannot run this layer: {'; '.join(failed)}."
                 )
             return "cudnn"
         if self.implementation != "auto":
@@ -359,9 +351,7 @@ class GRU(keras.layers.Layer):
             x = x * keep[:, None, :]
         rec_mask = None
         if training and self.recurrent_dropout:
-            rec_mask = keras.random.dropout(
-                tf.ones_like(h0), self.recurrent_dropout, seed=self.seed_generator
-            )
+            rec_mask = keras.random.dropout(tf.ones_like(h0), self.recurrent_dropout, seed=self.seed_generator)
         x = tf.transpose(x, [1, 0, 2])  # (time, batch, features)
         if mask is not None:
             if isinstance(mask, (list, tuple)):

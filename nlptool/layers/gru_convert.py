@@ -85,15 +85,11 @@ def from_torch_state_dict(layer, state_dict, layer_index=0):
         for key in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             full = f"{key}_{name}"
             if full not in state_dict:
-                raise ValueError(
-                    f"The state dict has no entry {full!r}; it holds {sorted(state_dict)}."
-                )
+                raise ValueError(f"The state dict has no entry {full!r}; it holds {sorted(state_dict)}.")
             arrays[key] = _as_numpy(state_dict[full])
         kernel = _reorder(arrays["weight_ih"].T, _KERAS_TO_TORCH)  # the permutation is its own inverse
         recurrent_kernel = _reorder(arrays["weight_hh"].T, _KERAS_TO_TORCH)
-        bias = np.stack(
-            [_reorder(arrays["bias_ih"], _KERAS_TO_TORCH), _reorder(arrays["bias_hh"], _KERAS_TO_TORCH)]
-        )
+        bias = np.stack([_reorder(arrays["bias_ih"], _KERAS_TO_TORCH), _reorder(arrays["bias_hh"], _KERAS_TO_TORCH)])
         expected = [tuple(w.shape) for w in gru.weights[:3]]
         got = [kernel.shape, recurrent_kernel.shape, bias.shape]
         if expected != got:

@@ -60,9 +60,7 @@ def reference_sequence(xp, h0, rk, rb, mask, rec_mask, reset_after, activation, 
         return (t + 1, h_new, hs_ta.write(t, h_new), z_ta.write(t, z), r_ta.write(t, r), c_ta.write(t, c))
 
     arrays = [tf.TensorArray(h0.dtype, size=steps) for _ in range(4)]
-    _, _, hs_ta, z_ta, r_ta, c_ta = tf.while_loop(
-        lambda t, *_: t < steps, body, (tf.constant(0), h0, *arrays)
-    )
+    _, _, hs_ta, z_ta, r_ta, c_ta = tf.while_loop(lambda t, *_: t < steps, body, (tf.constant(0), h0, *arrays))
     gates = {"z": z_ta.stack(), "r": r_ta.stack(), "candidate": c_ta.stack()}
     return hs_ta.stack(), gates
 

@@ -35,6 +35,7 @@ HAS_GPU = bool(tf.config.list_logical_devices("GPU"))
 def numpy_cudnn_params(kernel, recurrent_kernel, bias):
     """Keras weights -> cuDNN buffer: W_r, W_z, W_h, R_r, R_z, R_h, each
     (units, fan_in) row-major, then biases bW_r, bW_z, bW_h, bR_r, bR_z, bR_h."""
+
     def gates(m):
         return dict(zip("zrh", np.split(m, 3, axis=-1)))  # Keras column order z, r, h
 
@@ -44,8 +45,19 @@ def numpy_cudnn_params(kernel, recurrent_kernel, bias):
     return np.concatenate([np.ascontiguousarray(m).ravel() for m in matrices] + vectors)
 
 
-def fake_cudnn_rnn_v3(input, input_h, input_c, params, sequence_lengths, rnn_mode, input_mode,
-                      direction, is_training, time_major, **unused):
+def fake_cudnn_rnn_v3(
+    input,
+    input_h,
+    input_c,
+    params,
+    sequence_lengths,
+    rnn_mode,
+    input_mode,
+    direction,
+    is_training,
+    time_major,
+    **unused,
+):
     """CPU stand-in for tf.raw_ops.CudnnRNNV3 (unidirectional GRU), in TF ops
     so that gradients flow through it."""
     assert time_major is True and rnn_mode == "gru"
@@ -60,6 +72,7 @@ def fake_cudnn_rnn_v3(input, input_h, input_c, params, sequence_lengths, rnn_mod
 
     def step(h, elems):
         x, live_t = elems
+
         def mm(a, m):
             return tf.matmul(a, m, transpose_b=True)  # m is (units, fan_in)
 
