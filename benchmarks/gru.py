@@ -2,9 +2,10 @@
 
 Forward (inference) and forward+backward (gradients of the input and every
 weight) at four (batch, time, input, units) shapes, all implementations
-interleaved round-robin in one process so that machine noise hits them
-alike; medians of the repeats. Also measures the machine's float32 GEMM peak
-in the same run and reports achieved GFLOP/s as a fraction of it.
+interleaved round-robin in blocks in one run so that machine noise hits them
+alike; medians of the repeats. torch runs in a child process (see
+TorchWorker). Also measures the machine's float32 GEMM peak in the same run
+and reports achieved GFLOP/s as a fraction of it.
 
     make bench            # or: python benchmarks/gru.py [--repeats N] [--out FILE]
 
@@ -14,6 +15,7 @@ Writes benchmarks/results/gru.json and prints a table.
 import argparse
 import importlib.util
 import json
+import math
 import os
 import platform
 import statistics
@@ -148,18 +150,31 @@ def torch_worker():
         print(json.dumps(time.perf_counter() - start), flush=True)
 
 
-def measure(runners, repeats):
-    """Median seconds of each runner, interleaved round-robin. A runner may
-    return its own timing (seconds), which then replaces the wall clock."""
-    for run in runners.values():  # warm-up: tracing, XLA compilation, caches
+def measure(runners, repeats, block_seconds=0.05):
+    """Median seconds per call of each runner.
+
+    Runners take turns in blocks (round-robin), so that machine noise hits
+    them alike. A block is one untimed call, to wake thread pools and caches
+    after the other runners, then enough timed calls to last about
+    `block_seconds`; its mean is one sample. A runner may return its own
+    timing (seconds), which then replaces the wall clock.
+    """
+    calls = {}
+    for name, run in runners.items():  # warm-up: tracing, XLA compilation, caches
         run()
+        start = time.perf_counter()
         run()
+        calls[name] = max(1, math.ceil(block_seconds / (time.perf_counter() - start)))
     times = {name: [] for name in runners}
     for _ in range(repeats):
         for name, run in runners.items():
-            start = time.perf_counter()
-            own = run()
-            times[name].append(own if own is not None else time.perf_counter() - start)
+            run()
+            total = 0.0
+            for _ in range(calls[name]):
+                start = time.perf_counter()
+                own = run()
+                total += own if own is not None else time.perf_counter() - start
+            times[name].append(total / calls[name])
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -167,6 +182,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per measurement")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "gru.json"))
+    parser.add_argument(
+        "--shapes", help="only these shapes, e.g. '1,100,64,128;64,200,128,256' (default: the four of the issue)"
+    )
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.torch_worker:
@@ -176,9 +194,12 @@ def main():
     if torch is None:
         print("torch is not installed: its column stays empty")
 
+    shapes = SHAPES
+    if args.shapes:
+        shapes = [tuple(int(v) for v in shape.split(",")) for shape in args.shapes.split(";")]
     peak = gemm_peak(args.repeats)
     rows = []
-    for batch, steps, features, units in SHAPES:
+    for batch, steps, features, units in shapes:
         x_np = np.random.default_rng(0).normal(size=(batch, steps, features)).astype("float32")
         x = tf.constant(x_np)
         layers = {"nlptool": GRU(units, return_sequences=True), "keras": keras.layers.GRU(units, return_sequences=True)}

@@ -376,7 +376,9 @@ class GRU(keras.layers.Layer):
 
         def fused(jit_compile=self.jit_compile):
             return gru_kernels.fused_sequence(
-                projected(),
+                x,
+                kernel,
+                in_bias,
                 h0,
                 recurrent_kernel,
                 rec_bias,

@@ -75,16 +75,26 @@ def reference_sequence(xp, h0, rk, rb, mask, rec_mask, reset_after, activation, 
 # are then single GEMMs over all steps.
 
 
-def _forward_loop(xp, h0, rk, rb, mask, rec_mask, reset_after, keep_products):
-    """Returns (hs, products): `products` (time, batch, 3*units) holds each
-    step's recurrent products, which the backward pass needs, when
-    `keep_products` (training), else it is None and backward recomputes them."""
-    steps = tf.shape(xp)[0]
+def _forward_loop(xp, h0, rk, rb, mask, rec_mask, reset_after, keep_products, x=None, kernel=None, in_bias=None):
+    """Returns (hs, products, xp).
+
+    `products` (time, batch, 3*units) holds each step's recurrent products,
+    which the backward pass needs, when `keep_products` (training), else it
+    is None and backward recomputes them. The input projection is either
+    given for all steps (`xp`), or, when `xp` is None, computed step by step
+    from `x`, `kernel` and `in_bias` inside the loop, where it does not wait
+    for the recurrence and can run beside it; it is then returned when
+    `keep_products`.
+    """
+    project_in_loop = xp is None
+    steps = tf.shape(x if project_in_loop else xp)[0]
     units = tf.shape(h0)[-1]
     if reset_after:
 
         def step(x_t, h, h_in):
-            hu = tf.matmul(h_in, rk) + rb  # (batch, 3*units)
+            hu = tf.matmul(h_in, rk)  # (batch, 3*units)
+            if rb is not None:
+                hu = hu + rb
             zr = tf.sigmoid(x_t[:, : 2 * units] + hu[:, : 2 * units])
             z, r = zr[:, :units], zr[:, units:]
             c = tf.tanh(x_t[:, 2 * units :] + r * hu[:, 2 * units :])
@@ -101,20 +111,34 @@ def _forward_loop(xp, h0, rk, rb, mask, rec_mask, reset_after, keep_products):
             c = tf.tanh(x_t[:, 2 * units :] + rh)
             return c + z * (h - c), (tf.concat([h_zr, rh], axis=-1) if keep_products else None)
 
-    def body(t, h, hs_ta, p_ta):
-        h_new, products = step(xp[t], h, h if rec_mask is None else h * rec_mask)
+    def body(t, h, hs_ta, p_ta, xp_ta):
+        if project_in_loop:
+            x_t = tf.matmul(x[t], kernel)
+            if in_bias is not None:
+                x_t = x_t + in_bias
+        else:
+            x_t = xp[t]
+        h_new, products = step(x_t, h, h if rec_mask is None else h * rec_mask)
         if mask is not None:
             h_new = tf.where(mask[t], h_new, h)  # masked step: keep the state
         if keep_products:
             p_ta = p_ta.write(t, products)
-        return t + 1, h_new, hs_ta.write(t, h_new), p_ta
+            if project_in_loop:
+                xp_ta = xp_ta.write(t, x_t)
+        return t + 1, h_new, hs_ta.write(t, h_new), p_ta, xp_ta
 
-    hs_ta = tf.TensorArray(h0.dtype, size=steps)
-    p_ta = tf.TensorArray(h0.dtype, size=steps if keep_products else 0)
-    _, _, hs_ta, p_ta = tf.while_loop(
-        lambda t, *_: t < steps, body, (tf.constant(0), h0, hs_ta, p_ta), maximum_iterations=steps
+    keep_xp = keep_products and project_in_loop
+    arrays = [
+        tf.TensorArray(h0.dtype, size=steps),
+        tf.TensorArray(h0.dtype, size=steps if keep_products else 0),
+        tf.TensorArray(h0.dtype, size=steps if keep_xp else 0),
+    ]
+    _, _, hs_ta, p_ta, xp_ta = tf.while_loop(
+        lambda t, *_: t < steps, body, (tf.constant(0), h0, *arrays), maximum_iterations=steps
     )
-    return hs_ta.stack(), (p_ta.stack() if keep_products else None)
+    if keep_xp:
+        xp = xp_ta.stack()
+    return hs_ta.stack(), (p_ta.stack() if keep_products else None), xp
 
 
 def _backward_loop(xp, h0, rk, rb, mask, rec_mask, reset_after, hs, products, dhs):
@@ -129,7 +153,10 @@ def _backward_loop(xp, h0, rk, rb, mask, rec_mask, reset_after, hs, products, dh
 
     if reset_after:
         if products is None:  # one GEMM over all steps
-            products = tf.reshape(tf.matmul(flat_in, rk) + rb, [steps, batch, 3 * units])
+            products = tf.matmul(flat_in, rk)
+            if rb is not None:
+                products = products + rb
+            products = tf.reshape(products, [steps, batch, 3 * units])
         u_h = products[..., 2 * units :]
         z = tf.sigmoid(x_z + products[..., :units])
         r = tf.sigmoid(x_r + products[..., units : 2 * units])
@@ -161,7 +188,7 @@ def _backward_loop(xp, h0, rk, rb, mask, rec_mask, reset_after, hs, products, dh
         d_rec = tf.tile(g, [1, 1, 3]) * k_rec
         dxp = tf.concat([g * a_z, g * a_r, g * a_h], axis=-1)
         drk = tf.matmul(flat_in, tf.reshape(d_rec, [-1, 3 * units]), transpose_a=True)
-        drb = tf.reduce_sum(d_rec, axis=[0, 1])
+        drb = None if rb is None else tf.reduce_sum(d_rec, axis=[0, 1])
         return dxp, dh0, drk, drb
 
     rk_zr, rk_h = rk[:, : 2 * units], rk[:, 2 * units :]
@@ -218,61 +245,118 @@ def _backward_loop(xp, h0, rk, rb, mask, rec_mask, reset_after, hs, products, dh
 _forward_xla = tf.function(_forward_loop, jit_compile=True, reduce_retracing=True)
 _backward_xla = tf.function(_backward_loop, jit_compile=True, reduce_retracing=True)
 
-# XLA removes per-op dispatch cost, which dominates small batches, but its
-# CPU element-wise kernels are slower than TensorFlow's on large ones. The
-# forward loop therefore picks at run time by batch size; the backward loop,
-# whose per-step work is lighter, was faster under XLA at every measured shape.
+# How the forward pass runs, by batch size (measured on a 2-core CPU, see
+# benchmarks/gru.py): XLA removes the per-op dispatch cost that dominates
+# small batches, but its CPU element-wise kernels are slower than
+# TensorFlow's on large ones. Without XLA, projecting each step's input
+# inside the loop lets that GEMM run beside the recurrence while the
+# recurrent GEMM is small; once the recurrent GEMM fills both cores, one
+# GEMM over all steps first is faster. The backward loop, whose per-step
+# work is lighter, was faster under XLA at every measured shape.
 XLA_FORWARD_MAX_BATCH = 16
+IN_LOOP_PROJECTION_MAX_MACS = 2**24  # batch * units * 3 * units per step
 
 
-def _forward(xp, h0, rk, rb, mask, rec_mask, reset_after, keep_products, jit_compile):
-    args = (xp, h0, rk, rb, mask, rec_mask, reset_after, keep_products)
-    if not jit_compile:
-        return _forward_loop(*args)
-    if xp.shape[1] is not None:  # static batch size: decide now
-        return (_forward_xla if xp.shape[1] <= XLA_FORWARD_MAX_BATCH else _forward_loop)(*args)
+def _forward(x, kernel, in_bias, h0, rk, rb, mask, rec_mask, reset_after, keep_products, jit_compile):
+    """(hs, products, xp): the forward pass in the fastest form for the batch size."""
+    common = (h0, rk, rb, mask, rec_mask, reset_after, keep_products)
+    units = rk.shape[0]
+
+    def all_steps_projected(forward):
+        def run():
+            steps, batch = tf.shape(x)[0], tf.shape(x)[1]
+            xp = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), kernel)  # one GEMM for all steps
+            if in_bias is not None:
+                xp = xp + in_bias
+            xp = tf.reshape(xp, [steps, batch, 3 * units])
+            hs, products, _ = forward(xp, *common)
+            return hs, products, xp
+
+        return run
+
+    def in_loop():
+        return _forward_loop(None, *common, x=x, kernel=kernel, in_bias=in_bias)
+
+    batch = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]
+    choices = [(batch * units * 3 * units <= IN_LOOP_PROJECTION_MAX_MACS, in_loop)]
+    if jit_compile:
+        choices.insert(0, (batch <= XLA_FORWARD_MAX_BATCH, all_steps_projected(_forward_xla)))
+    chosen = all_steps_projected(_forward_loop)
+    for condition, branch in reversed(choices):
+        if isinstance(condition, bool):  # static batch size: decide now
+            chosen = branch if condition else chosen
+        else:
+            chosen = _cond(condition, branch, chosen, keep_products)
+    hs, products, xp = chosen()
+    return hs, products, (xp if keep_products else None)
+
+
+def _cond(condition, true_fn, false_fn, keep_products):
+    """tf.cond over forward variants; without `keep_products` only `hs` is
+    returned by the branches (tf.cond cannot return None)."""
     if keep_products:
-        return tf.cond(
-            tf.shape(xp)[1] <= XLA_FORWARD_MAX_BATCH, lambda: _forward_xla(*args), lambda: _forward_loop(*args)
-        )
-    hs = tf.cond(
-        tf.shape(xp)[1] <= XLA_FORWARD_MAX_BATCH, lambda: _forward_xla(*args)[0], lambda: _forward_loop(*args)[0]
-    )
-    return hs, None
+        return lambda: tf.cond(condition, true_fn, false_fn)
+
+    def run():
+        hs = tf.cond(condition, lambda: true_fn()[0], lambda: false_fn()[0])
+        return hs, None, None
+
+    return run
 
 
-def fused_sequence(xp, h0, rk, rb, mask, rec_mask, reset_after, jit_compile, keep_products):
+def fused_sequence(x, kernel, in_bias, h0, rk, rb, mask, rec_mask, reset_after, jit_compile, keep_products):
     """State sequence (time, batch, units) with a hand-written gradient.
 
-    `mask` is bool (time, batch, 1) or None, `rec_mask` the recurrent dropout
-    mask (batch, units) or None; neither receives a gradient. With
-    `jit_compile`, the backward loop, and the forward loop for batches of at
-    most XLA_FORWARD_MAX_BATCH, are compiled by XLA. With
-    `keep_products` (training) the forward pass stores each step's recurrent
-    products so that the backward pass needs no GEMM to recompute them.
+    `x` is the time-major input (time, batch, features), `kernel` and
+    `in_bias` its projection. `mask` is bool (time, batch, 1) or None,
+    `rec_mask` the recurrent dropout mask (batch, units) or None; neither
+    receives a gradient. With `jit_compile`, the backward loop, and the
+    forward loop for batches of at most XLA_FORWARD_MAX_BATCH, are compiled
+    by XLA. With `keep_products` (training) the forward pass stores each
+    step's input projection and recurrent products, so that the backward
+    pass needs no GEMM to recompute them.
     """
     backward = _backward_xla if jit_compile else _backward_loop
-    if rb is None:
-        rb = tf.zeros([0], xp.dtype)  # placeholder so the signature stays fixed
+    has_in_bias, has_rb = in_bias is not None, rb is not None
+    # placeholders keep the signature fixed; their gradients are zeros
+    in_bias = in_bias if has_in_bias else tf.zeros([0], x.dtype)
+    rb = rb if has_rb else tf.zeros([0], x.dtype)
     if rec_mask is not None:
         rec_mask = tf.stop_gradient(rec_mask)  # it may derive from a watched tensor
 
     @tf.custom_gradient
-    def run(xp, h0, rk, rb):
+    def run(x, kernel, in_bias, h0, rk, rb):
         # Nothing inside may be recorded by an outer tape: the gradient is ours.
-        xp, h0, rk, rb = (tf.stop_gradient(t) for t in (xp, h0, rk, rb))
-        rb_used = rb if reset_after else None
-        hs, products = _forward(xp, h0, rk, rb_used, mask, rec_mask, reset_after, keep_products, jit_compile)
+        x, kernel, in_bias, h0, rk, rb = (tf.stop_gradient(t) for t in (x, kernel, in_bias, h0, rk, rb))
+        in_bias_used = in_bias if has_in_bias else None
+        rb_used = rb if has_rb else None
+        hs, products, xp = _forward(
+            x, kernel, in_bias_used, h0, rk, rb_used, mask, rec_mask, reset_after, keep_products, jit_compile
+        )
 
         def grad(dhs):
+            steps, batch, features = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+            xp_ = xp
+            if xp_ is None:
+                xp_ = tf.matmul(tf.reshape(x, [-1, features]), kernel)
+                if has_in_bias:
+                    xp_ = xp_ + in_bias
+                xp_ = tf.reshape(xp_, [steps, batch, -1])
             dxp, dh0, drk, drb = backward(
-                xp, h0, rk, rb_used, mask, rec_mask, reset_after, hs, products, tf.stop_gradient(dhs)
+                xp_, h0, rk, rb_used, mask, rec_mask, reset_after, hs, products, tf.stop_gradient(dhs)
             )
-            return dxp, dh0, drk, (drb if reset_after else tf.zeros_like(rb))
+            flat_dxp = tf.reshape(dxp, [steps * batch, -1])
+            dx = tf.reshape(tf.matmul(flat_dxp, kernel, transpose_b=True), [steps, batch, features])
+            dkernel = tf.matmul(tf.reshape(x, [-1, features]), flat_dxp, transpose_a=True)
+            din_bias = tf.reduce_sum(flat_dxp, axis=0) if has_in_bias else tf.zeros_like(in_bias)
+            return dx, dkernel, din_bias, dh0, drk, (drb if has_rb else tf.zeros_like(rb))
 
         return hs, grad
 
-    return run(xp, h0, rk, rb)
+    hs = run(x, kernel, in_bias, h0, rk, rb)
+    # tf.cond and retraced XLA functions can lose static dimensions
+    hs.set_shape(x.shape[:2].concatenate([rk.shape[0]]))
+    return hs
 
 
 # --------------------------------------------------------------------------
