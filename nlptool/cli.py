@@ -79,7 +79,10 @@ def save_tokenizer(tokenizer, out_dir):
 def load_tokenizer(directory):
     import keras
 
-    import nlptool.tokenizers  # noqa: F401  (registers the classes)
+    from nlptool import tokenizers
+
+    # the subword tokenisers are imported lazily; touching them registers them with Keras
+    tokenizers.SentencePieceTokenizer, tokenizers.WordPieceTokenizer  # noqa: B018
 
     path = Path(directory) / TOKENIZER_FILE
     if not path.is_file():

@@ -108,3 +108,21 @@ def test_bad_input_gets_a_clear_error_and_writes_nothing(corpus, tmp_path, capsy
     assert main(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["sentencepiece", "wordpiece"])
+def test_subword_tokenizers_train_and_load_in_a_fresh_process(corpus, tmp_path, kind):
+    text, _ = corpus
+    out = tmp_path / kind
+    assert (
+        main(["tokenizer", "train", "--kind", kind, "--vocab-size", "40", "--input", str(text), "--out", str(out)]) == 0
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "nlptool.cli", "tokenizer", "encode", str(out), "the cat sat"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    ids = [str(i) for i in load_tokenizer(out)(["the cat sat"]).numpy()[0] if i != 0]
+    assert f"ids:    {' '.join(ids)}" in done.stdout
