@@ -7,6 +7,7 @@ nlptool tokenizer encode DIR TEXT...
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -133,6 +134,9 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # progress of long jobs (tokeniser training reads, ...) goes to stderr
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("nlptool").setLevel(logging.INFO)
     try:
         args.run(args)
     except UsageError as error:

@@ -20,9 +20,14 @@ them; inside the graph only core TensorFlow ops run (except the WordPiece
 and SentencePiece tokenisers, which use tensorflow-text ops).
 """
 
+import logging
+
 import keras
 import numpy as np
 import tensorflow as tf
+
+logger = logging.getLogger("nlptool.tokenizers")
+PROGRESS_EVERY = 100_000  # texts between progress messages while training
 
 PAD_ID, UNK_ID, START_ID, END_ID = 0, 1, 2, 3
 RESERVED_TOKENS = ("<pad>", "<unk>", "<s>", "</s>")
@@ -49,15 +54,24 @@ def iterate_texts(texts):
 
 
 def batched(texts, batch_size=4096):
-    """Lists of up to `batch_size` strings from `iterate_texts(texts)`."""
-    batch = []
+    """Lists of up to `batch_size` strings from `iterate_texts(texts)`.
+
+    On large inputs it logs its progress (logger "nlptool.tokenizers") every
+    PROGRESS_EVERY texts, so a long vocabulary count is visibly alive.
+    """
+    batch, count = [], 0
     for text in iterate_texts(texts):
         batch.append(text)
+        count += 1
+        if count % PROGRESS_EVERY == 0:
+            logger.info("read %s texts", f"{count:,}")
         if len(batch) == batch_size:
             yield batch
             batch = []
     if batch:
         yield batch
+    if count >= PROGRESS_EVERY:
+        logger.info("read %s texts in all", f"{count:,}")
 
 
 class Tokenizer(keras.layers.Layer):

@@ -142,3 +142,13 @@ print(json.dumps([o.numpy().tolist() for o in out]))
     reloaded = json.loads(done.stdout.strip().splitlines()[-1])
     for got, tokenizer in zip(reloaded, (word, char, byte)):
         assert got == tokenizer(MULTILINGUAL).numpy().tolist()
+
+
+@pytest.mark.parametrize("make", [WordTokenizer, CharTokenizer])
+def test_training_logs_progress_on_large_inputs(make, monkeypatch, caplog):
+    from nlptool.tokenizers import base
+
+    monkeypatch.setattr(base, "PROGRESS_EVERY", 2)
+    with caplog.at_level("INFO", logger="nlptool.tokenizers"):
+        make().train(["a b", "c", "d e", "f", "g"])
+    assert [r.getMessage() for r in caplog.records] == ["read 2 texts", "read 4 texts", "read 5 texts in all"]
