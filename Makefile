@@ -27,6 +27,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gru.py
+	$(BIN)/python benchmarks/tokenizers.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
