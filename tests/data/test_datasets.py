@@ -1,0 +1,153 @@
+"""The dataset registry: lookup order, verified download, safe extraction."""
+
+import dataclasses
+import hashlib
+import io
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from nlptool.data import datasets
+
+MIRROR = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No data directory from the environment, and a private cache."""
+    monkeypatch.delenv("NLPTOOL_DATA_DIR", raising=False)
+    monkeypatch.setenv("NLPTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def imdb_archive(path, reviews):
+    """A tar.gz laid out like aclImdb_v1: aclImdb/<split>/<pos|neg>/<id>_<rating>.txt."""
+    with tarfile.open(path, "w:gz") as tar:
+        for (split, polarity, name), text in reviews.items():
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(f"aclImdb/{split}/{polarity}/{name}.txt")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+REVIEWS = {
+    ("train", "pos", "0_9"): 'Great, "moving" film.\nSecond line.',
+    ("train", "pos", "10_7"): "Rather good.",
+    ("train", "neg", "3_1"): "Awful, just awful.",
+    ("test", "pos", "1_8"): "Lovely.",
+    ("test", "neg", "2_2"): "Dull.",
+}
+
+
+def register_local_copy(monkeypatch, name, archive, **changes):
+    """A copy of registered dataset `name` that downloads `archive` from a file:// URL."""
+    data = archive.read_bytes()
+    source = datasets.Source(archive.as_uri(), len(data), hashlib.sha256(data).hexdigest())
+    copy = dataclasses.replace(datasets.get(name), name=f"{name}_test", source=source, **changes)
+    monkeypatch.setitem(datasets.REGISTRY, copy.name, copy)
+    return copy
+
+
+def test_download_verifies_extracts_and_prepares(isolated, monkeypatch):
+    archive = imdb_archive(isolated / "aclImdb_v1.tar.gz", REVIEWS)
+    register_local_copy(monkeypatch, "imdb", archive)
+    train = datasets.load("imdb_test", "train")
+    assert train.to_dict("records") == [
+        {"text": 'Great, "moving" film.\nSecond line.', "label": 1},
+        {"text": "Rather good.", "label": 1},
+        {"text": "Awful, just awful.", "label": 0},
+    ]
+    assert datasets.load("imdb_test", "test")["label"].tolist() == [1, 0]
+    folder = isolated / "cache" / "imdb_test"
+    assert sorted(p.name for p in folder.iterdir()) == ["test.csv", "train.csv"]
+    # nothing but the prepared folder is left in the cache
+    assert sorted(p.name for p in (isolated / "cache").iterdir()) == ["imdb_test"]
+    # a second load reads the cache and does not download again
+    archive.unlink()
+    assert len(datasets.load("imdb_test", "train")) == 3
+
+
+def test_checksum_mismatch_fails_and_leaves_nothing(isolated, monkeypatch):
+    archive = imdb_archive(isolated / "aclImdb_v1.tar.gz", REVIEWS)
+    copy = register_local_copy(monkeypatch, "imdb", archive)
+    wrong = dataclasses.replace(copy, source=dataclasses.replace(copy.source, sha256="0" * 64))
+    monkeypatch.setitem(datasets.REGISTRY, copy.name, wrong)
+    with pytest.raises(datasets.DatasetError, match="does not match its record"):
+        datasets.load("imdb_test", "train")
+    assert list((isolated / "cache").iterdir()) == []
+
+
+def test_archive_members_outside_the_target_are_refused(isolated, monkeypatch):
+    archive = isolated / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("SST-2/train.tsv", "sentence\tlabel\nfine\t1\n")
+        zipped.writestr("../../escaped.txt", "gotcha")
+    register_local_copy(monkeypatch, "sst2", archive)
+    with pytest.raises(datasets.DatasetError, match="outside"):
+        datasets.load("sst2_test", "train")
+    assert not (isolated / "escaped.txt").exists()
+    assert list((isolated / "cache").iterdir()) == []
+
+
+def test_sst2_zip_is_prepared(isolated, monkeypatch):
+    archive = isolated / "SST-2.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("SST-2/train.tsv", 'sentence\tlabel\nit \'s a "gem"\t1\nflat\t0\n')
+        zipped.writestr("SST-2/dev.tsv", "sentence\tlabel\nfun\t1\n")
+        zipped.writestr("SST-2/test.tsv", "index\tsentence\n0\tunlabelled\n")
+    register_local_copy(monkeypatch, "sst2", archive)
+    assert datasets.load("sst2_test", "train").to_dict("records") == [
+        {"text": 'it \'s a "gem"', "label": 1},
+        {"text": "flat", "label": 0},
+    ]
+
+
+def test_lookup_order_argument_then_environment_then_cache(isolated, monkeypatch):
+    def mirror(root, sentence):
+        folder = root / "sst2"
+        folder.mkdir(parents=True)
+        for split in ("train", "dev"):
+            (folder / f"{split}.tsv").write_text(f"sentence\tlabel\n{sentence}\t1\n", encoding="utf-8")
+        return root
+
+    cache = mirror(isolated / "cache", "from the cache")
+    assert datasets.load("sst2", "dev")["text"].tolist() == ["from the cache"]
+    monkeypatch.setenv("NLPTOOL_DATA_DIR", str(mirror(isolated / "env", "from the environment")))
+    assert datasets.load("sst2", "dev")["text"].tolist() == ["from the environment"]
+    explicit = mirror(isolated / "explicit", "from the argument")
+    assert datasets.load("sst2", "dev", data_dir=explicit)["text"].tolist() == ["from the argument"]
+    # a directory missing a file of the dataset is skipped, not half-used
+    (explicit / "sst2" / "train.tsv").unlink()
+    assert datasets.load("sst2", "dev", data_dir=explicit)["text"].tolist() == ["from the environment"]
+    assert cache.exists()
+
+
+def test_errors_name_what_is_wrong(isolated):
+    with pytest.raises(datasets.DatasetError, match=r"Unknown dataset 'imbd'; registered datasets: \[.*'imdb'"):
+        datasets.load("imbd", "train")
+    with pytest.raises(datasets.DatasetError, match=r"no split 'validation'; its splits are \['train', 'dev'\]"):
+        datasets.load("sst2", "validation")
+    with pytest.raises(datasets.DatasetError, match="not found in .* downloading is off"):
+        datasets.load("sst2", "train", download=False)
+
+
+@pytest.mark.skipif(not (MIRROR / "imdb" / "train.csv").exists(), reason="no local data mirror")
+def test_the_mirror_reads_with_the_published_sizes(monkeypatch):
+    monkeypatch.setenv("NLPTOOL_DATA_DIR", str(MIRROR))
+    sizes = {("imdb", "train"): 25_000, ("imdb", "test"): 25_000, ("sst2", "train"): 67_349, ("sst2", "dev"): 872}
+    for (name, split), size in sizes.items():
+        frame = datasets.load(name, split, download=False)
+        assert len(frame) == size, (name, split)
+        assert set(frame["label"]) == {0, 1}
+        assert frame["text"].str.len().min() > 0
+
+
+def test_registered_sources_are_complete():
+    for dataset in datasets.REGISTRY.values():
+        assert dataset.source.url.startswith("https://")
+        assert len(dataset.source.sha256) == 64 and dataset.source.size > 0
+        assert os.path.splitext(next(iter(dataset.files.values())))[1] in (".csv", ".tsv")
