@@ -1,0 +1,93 @@
+"""tf.data input pipelines: raw strings in, padded id batches out.
+
+Training reads raw (text, target) pairs, tokenises them in the pipeline (so
+the accelerator is fed while the CPU tokenises the next batches), groups
+examples of similar length into the same batch, pads each batch to its
+longest example, and prefetches. Grouping by length cuts the padding the GRU
+has to step through; on SST-2-like data it removes most of it.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def length_boundaries(lengths, buckets=8):
+    """Bucket boundaries at the quantiles of `lengths` (token counts), so
+    that each bucket holds about the same number of examples."""
+    lengths = np.asarray(lengths)
+    if lengths.size == 0:
+        raise ValueError("Cannot compute bucket boundaries from no lengths.")
+    quantiles = np.quantile(lengths, np.linspace(0, 1, buckets + 1)[1:-1])
+    # boundaries are exclusive upper bounds and must increase strictly
+    return sorted({int(q) + 1 for q in quantiles})
+
+
+def make_dataset(
+    texts,
+    targets,
+    tokenizer,
+    batch_size,
+    shuffle=True,
+    seed=None,
+    bucket_boundaries="auto",
+    sample_size=10_000,
+):
+    """A dataset of (ids, target) batches from raw strings.
+
+    Args:
+        texts: sequence of strings (list, NumPy array, pandas Series).
+        targets: sequence of targets aligned with `texts` (class ids, ...).
+        tokenizer: an `nlptool.tokenizers.Tokenizer`; it runs in the pipeline.
+        batch_size: examples per batch.
+        shuffle: reshuffle every epoch (with `seed`, reproducibly).
+        seed: seed for shuffling.
+        bucket_boundaries: "auto" (quantiles of the tokenised lengths of up to
+            `sample_size` examples), a list of increasing lengths, or None for
+            plain batching in order.
+        sample_size: examples tokenised to choose "auto" boundaries.
+
+    Returns:
+        A `tf.data.Dataset` of (ids (batch, length) int32, targets (batch,)).
+        Every example appears exactly once per epoch.
+    """
+    texts = np.asarray(texts, dtype=object).astype(str)
+    targets = np.asarray(targets)
+    if len(texts) != len(targets):
+        raise ValueError(f"Got {len(texts)} texts but {len(targets)} targets; they must be aligned.")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(
+            f"Received an invalid value for argument `batch_size`, expected a positive integer, got {batch_size!r}."
+        )
+    dataset = tf.data.Dataset.from_tensor_slices((texts, targets))
+    if shuffle:
+        dataset = dataset.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
+
+    if bucket_boundaries is None:
+        return (
+            dataset.batch(batch_size)
+            .map(lambda text, target: (tokenizer(text), target), num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+    if isinstance(bucket_boundaries, str):
+        if bucket_boundaries != "auto":
+            raise ValueError(
+                "Received an invalid value for argument `bucket_boundaries`, expected 'auto', a list of "
+                f"lengths or None, got {bucket_boundaries!r}."
+            )
+        sample = tf.constant(texts[:sample_size])
+        bucket_boundaries = length_boundaries(tf.math.count_nonzero(tokenizer(sample), axis=1).numpy())
+
+    def tokenize_one(text, target):
+        return tokenizer(tf.reshape(text, [1]))[0], target  # (length,)
+
+    return (
+        dataset.map(tokenize_one, num_parallel_calls=tf.data.AUTOTUNE)
+        .bucket_by_sequence_length(
+            element_length_func=lambda ids, target: tf.shape(ids)[0],
+            bucket_boundaries=list(bucket_boundaries),
+            bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
+            padded_shapes=([None], []),
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )
