@@ -31,6 +31,7 @@ def make_dataset(
     seed=None,
     bucket_boundaries="auto",
     sample_size=10_000,
+    epoch=None,
 ):
     """A dataset of (ids, target) batches from raw strings.
 
@@ -45,6 +46,10 @@ def make_dataset(
             `sample_size` examples), a list of increasing lengths, or None for
             plain batching in order.
         sample_size: examples tokenised to choose "auto" boundaries.
+        epoch: optional int64 tf.Variable holding the epoch about to run
+            (`nlptool.training.epoch_variable()`); with it, each epoch's
+            shuffling depends only on `seed` and the epoch, which makes
+            resumed training exact.
 
     Returns:
         A `tf.data.Dataset` of (ids (batch, length) int32, targets (batch,)).
@@ -58,9 +63,22 @@ def make_dataset(
         raise ValueError(
             f"Received an invalid value for argument `batch_size`, expected a positive integer, got {batch_size!r}."
         )
-    dataset = tf.data.Dataset.from_tensor_slices((texts, targets))
-    if shuffle:
-        dataset = dataset.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
+    if shuffle and epoch is not None:
+        # each epoch's order is a pure function of (seed, epoch), read when the
+        # epoch's iterator starts, so a resumed run sees the same order
+        all_texts, all_targets = tf.constant(texts), tf.constant(targets)
+
+        def one_epoch(_):
+            # the variable is read here, inside the pipeline, each time an epoch starts
+            seed_pair = tf.stack([tf.constant(seed or 0, tf.int64), tf.cast(epoch.read_value(), tf.int64)])
+            order = tf.random.experimental.stateless_shuffle(tf.range(len(texts)), seed=seed_pair)
+            return tf.data.Dataset.from_tensor_slices((tf.gather(all_texts, order), tf.gather(all_targets, order)))
+
+        dataset = tf.data.Dataset.range(1).flat_map(one_epoch)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((texts, targets))
+        if shuffle:
+            dataset = dataset.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
 
     if bucket_boundaries is None:
         return (
