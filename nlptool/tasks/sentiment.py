@@ -1,0 +1,136 @@
+"""Sentiment (text classification): config, model, evaluation, export module.
+
+Model: token ids -> Embedding (mask_zero) -> stacked (bi)directional nlptool
+GRU -> masked max and mean pooling over time -> dropout -> softmax over the
+classes. The tokeniser stays outside the trained model (it runs in the
+tf.data pipeline) and joins it again in the export module, which takes raw
+strings.
+"""
+
+import dataclasses
+from typing import Literal
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nlptool.layers import GRU
+
+
+@dataclasses.dataclass
+class TokenizerConfig:
+    kind: Literal["word", "char", "byte", "wordpiece", "sentencepiece"] = "word"
+    vocab_size: int = 20_000  # reserved ids included
+    max_length: int = 256  # tokens kept per text (the first ones)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    embedding_dim: int = 128  # size of each token vector
+    units: int = 128  # GRU state size per direction
+    layers: int = 1  # stacked GRU layers
+    bidirectional: bool = True
+    dropout: float = 0.3  # before the classifier, and on the GRU inputs
+    pooling: Literal["last", "max_mean"] = "max_mean"  # what summarises the sequence
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    epochs: int = 3
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    seed: int = 1234
+    early_stopping_patience: int = 2  # epochs without validation gain before stopping
+    class_weights: bool = False  # weight classes inversely to their frequency
+    validation_fraction: float = 0.1  # held out of the training data when no validation set is given
+
+
+@dataclasses.dataclass
+class SentimentConfig:
+    tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+
+
+@keras.saving.register_keras_serializable(package="nlptool")
+class MaskedMaxMeanPooling(keras.layers.Layer):
+    """Concatenated max and mean over the valid time steps: (batch, 2 * features).
+
+    Padding must not win the max or dilute the mean, so both honour the mask;
+    a row with no valid step gives zeros.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, sequences, mask=None):
+        if mask is None:
+            return tf.concat([tf.reduce_max(sequences, axis=1), tf.reduce_mean(sequences, axis=1)], axis=-1)
+        valid = tf.cast(mask, sequences.dtype)[..., None]  # (batch, time, 1)
+        count = tf.reduce_sum(valid, axis=1)
+        mean = tf.reduce_sum(sequences * valid, axis=1) / tf.maximum(count, 1.0)
+        lowest = tf.cast(sequences.dtype.min, sequences.dtype)
+        maximum = tf.reduce_max(tf.where(mask[..., None], sequences, lowest), axis=1)
+        maximum = tf.where(count > 0, maximum, tf.zeros_like(maximum))
+        return tf.concat([maximum, mean], axis=-1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2 * input_shape[-1])
+
+
+def build_model(config, vocabulary_size, num_classes):
+    """The classifier on token ids, (batch, time) int32 -> (batch, classes) probabilities."""
+    model_config = config.model
+    # === Layers ===
+    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(vocabulary_size, model_config.embedding_dim, mask_zero=True, name="embedding")(ids)
+    for index in range(model_config.layers):
+        last = index == model_config.layers - 1
+        gru = GRU(
+            model_config.units,
+            return_sequences=not (last and model_config.pooling == "last"),
+            dropout=model_config.dropout,
+            seed=config.training.seed + index,
+            name=f"gru_{index}",
+        )
+        x = (keras.layers.Bidirectional(gru, name=f"bidirectional_{index}") if model_config.bidirectional else gru)(x)
+    if model_config.pooling == "max_mean":
+        x = MaskedMaxMeanPooling(name="pooling")(x)
+    x = keras.layers.Dropout(model_config.dropout, seed=config.training.seed, name="dropout")(x)
+    probabilities = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(x)
+    # === Functional Model ===
+    return keras.Model(ids, probabilities, name="sentiment")
+
+
+def class_weights(labels, num_classes):
+    """Weights inversely proportional to class frequency, mean 1 (sklearn's "balanced")."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=np.asarray(labels))
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+class SentimentServing(tf.Module):
+    """Raw strings in, `label` (class name) and `probabilities` out, with the
+    tokeniser, the model and the class names in one graph."""
+
+    def __init__(self, tokenizer, model, class_names):
+        super().__init__(name="sentiment_serving")
+        self.tokenizer = tokenizer
+        self.model = model
+        self._class_names = tf.constant([str(name) for name in class_names])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve(self, text):
+        probabilities = self.model(self.tokenizer(text), training=False)
+        label = tf.gather(self._class_names, tf.argmax(probabilities, axis=-1))
+        return {"label": label, "probabilities": probabilities}
+
+    @tf.function(input_signature=[])
+    def class_names(self):
+        """The class of each column of `probabilities`."""
+        return {"class_names": self._class_names}

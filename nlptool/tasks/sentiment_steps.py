@@ -1,0 +1,313 @@
+"""The sentiment flow, step by step: data -> tokeniser -> model -> fit ->
+evaluate -> export. `recipes/sentiment.py` and `nlptool train sentiment`
+both run these functions, so the two never drift apart.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from nlptool import config as config_lib
+from nlptool import export as export_lib
+from nlptool import training
+from nlptool.data import datasets
+from nlptool.data.csv import LabeledData, LabelMap, load_labeled_data, stratified_split
+from nlptool.data.pipeline import make_dataset
+from nlptool.tasks.sentiment import SentimentConfig, SentimentServing, build_model, class_weights
+
+# which split of a registered dataset is its test set (SST-2's GLUE test set has no labels)
+TEST_SPLITS = {"imdb": "test", "sst2": "dev"}
+TOKENIZER_FILE = "tokenizer.json"
+LABELS_FILE = "labels.json"
+CONFIG_FILE = "config.yaml"
+
+
+class RunError(RuntimeError):
+    """A run directory is missing, incomplete or does not fit the request."""
+
+
+# === Data ===
+
+
+def dataset_data(name, seed, validation_fraction, data_dir=None, max_train_examples=None):
+    """Train / validation / test frames of a registered dataset: validation
+    is a stratified share of the training split; labels become class names."""
+    if name not in TEST_SPLITS:
+        raise RunError(f"Dataset {name!r} is not a sentiment dataset; choose one of {sorted(TEST_SPLITS)}.")
+    names = datasets.get(name).label_names
+
+    def frame(split):
+        data = datasets.load(name, split, data_dir=data_dir)
+        return data.assign(label=data["label"].map(names))
+
+    train, validation = stratified_split(frame("train"), validation_fraction, seed, source=f"{name}/train")
+    if max_train_examples is not None:
+        train = train.iloc[:max_train_examples]
+    test = frame(TEST_SPLITS[name])
+    return LabeledData(train, validation, test, LabelMap.from_labels(train["label"]))
+
+
+def csv_data(
+    train_csv,
+    text_column,
+    label_column,
+    seed,
+    validation_fraction,
+    validation_csv=None,
+    test_csv=None,
+    max_train_examples=None,
+):
+    data = load_labeled_data(
+        train_csv,
+        text_column,
+        label_column,
+        validation_csv=validation_csv,
+        test_csv=test_csv,
+        validation_fraction=validation_fraction,
+        seed=seed,
+    )
+    if max_train_examples is not None:
+        data = LabeledData(data.train.iloc[:max_train_examples], data.validation, data.test, data.label_map)
+    return data
+
+
+# === Tokeniser ===
+
+
+def make_tokenizer(config):
+    """An untrained tokeniser as `config.tokenizer` describes."""
+    from nlptool import tokenizers
+
+    settings = config.tokenizer
+    reserved = len(tokenizers.RESERVED_TOKENS)
+    common = {"sequence_length": None}
+    if settings.kind == "word":
+        return tokenizers.WordTokenizer(max_size=settings.vocab_size - reserved, **common)
+    if settings.kind == "char":
+        return tokenizers.CharTokenizer(max_size=settings.vocab_size - reserved, **common)
+    if settings.kind == "byte":
+        return tokenizers.ByteTokenizer(**common)
+    if settings.kind == "wordpiece":
+        return tokenizers.WordPieceTokenizer(vocab_size=settings.vocab_size, **common)
+    return tokenizers.SentencePieceTokenizer(vocab_size=settings.vocab_size, **common)
+
+
+# === Run directory ===
+
+
+def save_run_files(run_dir, config, tokenizer, label_map):
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_lib.save_yaml(config, run_dir / CONFIG_FILE)
+    _write_json(run_dir / TOKENIZER_FILE, keras.saving.serialize_keras_object(tokenizer))
+    _write_json(run_dir / LABELS_FILE, label_map.to_config())
+
+
+def _write_json(path, payload):
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        json.dump(payload, handle, ensure_ascii=False)
+    os.replace(handle.name, path)
+
+
+def load_run(run_dir):
+    """(config, tokenizer, label_map, model with the best weights) of a run."""
+    from nlptool import tokenizers
+
+    run_dir = Path(run_dir)
+    needed = [CONFIG_FILE, TOKENIZER_FILE, LABELS_FILE, training.CHECKPOINT]
+    missing = [name for name in needed if not (run_dir / name).is_file()]
+    if missing:
+        raise RunError(f"{run_dir} is not a finished sentiment run: it lacks {missing}.")
+    config = config_lib.resolve(SentimentConfig, [run_dir / CONFIG_FILE])
+    tokenizers.SentencePieceTokenizer, tokenizers.WordPieceTokenizer  # noqa: B018  (registers them)
+    tokenizer = keras.saving.deserialize_keras_object(json.loads((run_dir / TOKENIZER_FILE).read_text("utf-8")))
+    label_map = LabelMap.from_config(json.loads((run_dir / LABELS_FILE).read_text("utf-8")))
+    model = build_model(config, tokenizer.vocabulary_size(), len(label_map))
+    model.load_weights(run_dir / training.CHECKPOINT)
+    return config, tokenizer, label_map, model
+
+
+# === Training ===
+
+
+def train(config, data, run_dir, init_from=None, verbose=2):
+    """Train a classifier into `run_dir`; returns (model, tokenizer).
+
+    With `init_from` (an earlier run directory) the tokeniser and all
+    weights start from that run; when the label set differs, the classifier
+    head is rebuilt and the rest kept. Running `train` again on an
+    interrupted run directory resumes it.
+    """
+    keras.utils.set_random_seed(config.training.seed)
+    run_dir = Path(run_dir)
+    label_map = data.label_map
+    if init_from is not None:
+        _, tokenizer, old_labels, old_model = load_run(init_from)
+    else:
+        tokenizer = make_tokenizer(config).train(data.train["text"])
+    save_run_files(run_dir, config, tokenizer, label_map)
+
+    model = build_model(config, tokenizer.vocabulary_size(), len(label_map))
+    if init_from is not None:
+        same_labels = old_labels.to_config() == label_map.to_config()
+        for layer in model.layers:
+            if layer.name == "classifier" and not same_labels:
+                continue  # a new head for a new label set
+            layer.set_weights(old_model.get_layer(layer.name).get_weights())
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.training.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+    epoch = training.epoch_variable()
+    max_length = config.tokenizer.max_length
+
+    def pipeline(frame, shuffle):
+        dataset = make_dataset(
+            frame["text"].to_numpy(),
+            label_map.encode(frame["label"]),
+            tokenizer,
+            config.training.batch_size,
+            shuffle=shuffle,
+            seed=config.training.seed,
+            epoch=epoch if shuffle else None,
+        )
+        return dataset.map(lambda ids, y: (ids[:, :max_length], y))
+
+    weights = (
+        class_weights(label_map.encode(data.train["label"]), len(label_map)) if config.training.class_weights else None
+    )
+    model.fit(
+        pipeline(data.train, shuffle=True),
+        validation_data=pipeline(data.validation, shuffle=False),
+        epochs=config.training.epochs,
+        class_weight=weights,
+        callbacks=training.callbacks(run_dir, epoch, patience=config.training.early_stopping_patience),
+        verbose=verbose,
+    )
+    return model, tokenizer
+
+
+# === Evaluation ===
+
+
+def evaluate(run_dir, frame, split_name="test"):
+    """Accuracy, macro F1, the classification report and the confusion
+    matrix on `frame`; written to RUN_DIR/metrics.json with two PNGs."""
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+
+    run_dir = Path(run_dir)
+    config, tokenizer, label_map, model = load_run(run_dir)
+    unknown = sorted(set(map(str, frame["label"])) - set(label_map.names))
+    if unknown:
+        raise RunError(f"The evaluation data has labels the model was not trained on: {unknown}.")
+    y_true = label_map.encode(frame["label"])
+    probabilities = predict_probabilities(model, tokenizer, frame["text"].tolist(), config.tokenizer.max_length)
+    y_pred = probabilities.argmax(axis=1)
+    names = label_map.names
+    labels = list(range(len(names)))
+    metrics = {
+        "split": split_name,
+        "examples": int(len(frame)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=labels)),
+        "classification_report": classification_report(
+            y_true, y_pred, labels=labels, target_names=names, output_dict=True, zero_division=0
+        ),
+        "confusion_matrix": {"labels": names, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
+    }
+    _write_json(run_dir / "metrics.json", metrics)
+    plot_confusion_matrix(metrics["confusion_matrix"], run_dir / "confusion_matrix.png")
+    if (run_dir / "history.csv").is_file():
+        plot_history(pd.read_csv(run_dir / "history.csv"), run_dir / "training_curves.png")
+    return metrics
+
+
+def predict_probabilities(model, tokenizer, texts, max_length, batch_size=256):
+    out = []
+    for start in range(0, len(texts), batch_size):
+        ids = tokenizer(tf.constant(texts[start : start + batch_size]))[:, :max_length]
+        out.append(model(ids, training=False).numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]))
+
+
+def plot_confusion_matrix(confusion, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    figure, axes = plt.subplots(figsize=(4 + 0.4 * len(confusion["labels"]),) * 2)
+    ConfusionMatrixDisplay(np.array(confusion["matrix"]), display_labels=confusion["labels"]).plot(
+        ax=axes, colorbar=False
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_history(history, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(9, 3.5))
+    epochs = history["epoch"] + 1
+    for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            if prefix + metric in history:
+                axes.plot(epochs, history[prefix + metric], marker="o", label=label)
+        axes.set_xlabel("epoch")
+        axes.set_title(metric)
+        axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+# === Export and prediction ===
+
+
+def export(run_dir, out_dir, overwrite=False):
+    """The string-in SavedModel of a run (see SentimentServing)."""
+    config, tokenizer, label_map, model = load_run(run_dir)
+    module = SentimentServing(_TruncatingTokenizer(tokenizer, config.tokenizer.max_length), model, label_map.names)
+    return export_lib.save(
+        module,
+        out_dir,
+        signatures={"serving_default": module.serve, "class_names": module.class_names.get_concrete_function()},
+        overwrite=overwrite,
+    )
+
+
+class _TruncatingTokenizer(tf.Module):
+    """The run's tokeniser followed by the run's truncation, for export."""
+
+    def __init__(self, tokenizer, max_length):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, text):
+        return self.tokenizer(text)[:, : self.max_length]
+
+
+def predict(path, texts):
+    """[(label, probability)] for `texts`, from a run directory or an export."""
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        outputs = tf.saved_model.load(str(path)).signatures["serving_default"](text=tf.constant(texts))
+        labels = [label.decode("utf-8") for label in outputs["label"].numpy()]
+        return list(zip(labels, outputs["probabilities"].numpy().max(axis=1).tolist()))
+    config, tokenizer, label_map, model = load_run(path)
+    probabilities = predict_probabilities(model, tokenizer, list(texts), config.tokenizer.max_length)
+    return list(zip(label_map.decode(probabilities.argmax(axis=1)), probabilities.max(axis=1).tolist()))
