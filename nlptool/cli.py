@@ -1,19 +1,25 @@
 """The `nlptool` command line.
 
+nlptool train sentiment (--dataset NAME | --csv FILE --text-column C --label-column C
+                         [--validation-csv FILE] [--test-csv FILE])
+                        [--config FILE.yaml ...] [--set key=value ...] [--epochs N]
+                        [--max-train-examples N] [--data-dir DIR] [--init-from RUN_DIR] --run-dir DIR
+nlptool evaluate RUN_DIR [--dataset NAME --split S | --csv FILE --text-column C --label-column C]
+nlptool export RUN_DIR OUT [--overwrite]
+nlptool predict RUN_DIR_OR_EXPORT TEXT...
 nlptool tokenizer train --kind {word,char,byte,wordpiece,sentencepiece} [--vocab-size N]
                         --input FILE [--column NAME] --out DIR
 nlptool tokenizer encode DIR TEXT...
 """
 
 import argparse
-import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
-TOKENIZER_FILE = "tokenizer.json"
+from nlptool.tokenizers.files import TOKENIZER_FILE
+
 KINDS = ("word", "char", "byte", "wordpiece", "sentencepiece")
 
 
@@ -64,36 +70,20 @@ def make_tokenizer(kind, vocab_size):
     return tokenizers.SentencePieceTokenizer(vocab_size=vocab_size)
 
 
-def save_tokenizer(tokenizer, out_dir):
-    """Write DIR/tokenizer.json atomically: a reader never sees half a file."""
-    import keras
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps(keras.saving.serialize_keras_object(tokenizer), ensure_ascii=False)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=out_dir, delete=False, suffix=".tmp") as handle:
-        handle.write(payload)
-    os.replace(handle.name, out_dir / TOKENIZER_FILE)
-    return out_dir / TOKENIZER_FILE
-
-
 def load_tokenizer(directory):
-    import keras
+    from nlptool.tokenizers.files import load_tokenizer as load
 
-    from nlptool import tokenizers
-
-    # the subword tokenisers are imported lazily; touching them registers them with Keras
-    tokenizers.SentencePieceTokenizer, tokenizers.WordPieceTokenizer  # noqa: B018
-
-    path = Path(directory) / TOKENIZER_FILE
-    if not path.is_file():
-        raise UsageError(f"{directory} holds no {TOKENIZER_FILE}; train one with `nlptool tokenizer train`.")
-    return keras.saving.deserialize_keras_object(json.loads(path.read_text(encoding="utf-8")))
+    try:
+        return load(directory)
+    except FileNotFoundError:
+        raise UsageError(f"{directory} holds no {TOKENIZER_FILE}; train one with `nlptool tokenizer train`.") from None
 
 
 def tokenizer_train(args):
     texts = read_texts(args.input, args.column)
     tokenizer = make_tokenizer(args.kind, args.vocab_size).train(texts)
+    from nlptool.tokenizers.files import save_tokenizer
+
     path = save_tokenizer(tokenizer, args.out)
     print(f"{args.kind} tokeniser, vocabulary size {tokenizer.vocabulary_size()}, trained on {len(texts):,} texts")
     print(f"wrote {path}")
@@ -110,9 +100,167 @@ def tokenizer_encode(args):
         print("  ids:   ", " ".join(str(i) for i in row))
 
 
+# === Tasks ===
+
+DATA_FILE = "data.json"  # how a run's data was given, so `evaluate RUN_DIR` can find its test set
+
+
+def task_train(args):
+    import json
+    import shutil
+
+    from nlptool import config as config_lib
+    from nlptool.data import DatasetError
+    from nlptool.data.csv import DataError
+    from nlptool.tasks import sentiment_steps as steps
+    from nlptool.tasks.sentiment import SentimentConfig
+
+    overrides = list(args.set or [])
+    if args.epochs is not None:
+        overrides.append(f"training.epochs={args.epochs}")
+    try:
+        config = config_lib.resolve(SentimentConfig, args.config or [], overrides)
+    except config_lib.ConfigError as error:
+        raise UsageError(str(error)) from None
+    seed, fraction = config.training.seed, config.training.validation_fraction
+    # read and check all the data before anything is written
+    try:
+        if args.dataset:
+            source = {"dataset": args.dataset, "data_dir": args.data_dir}
+            data = steps.dataset_data(args.dataset, seed, fraction, args.data_dir, args.max_train_examples)
+        else:
+            source = {
+                "csv": args.test_csv or None,
+                "text_column": args.text_column,
+                "label_column": args.label_column,
+            }
+            data = steps.csv_data(
+                args.csv,
+                args.text_column,
+                args.label_column,
+                seed,
+                fraction,
+                args.validation_csv,
+                args.test_csv,
+                args.max_train_examples,
+            )
+    except (DataError, DatasetError, steps.RunError) as error:
+        raise UsageError(str(error)) from None
+    run_dir = Path(args.run_dir)
+    fresh = not run_dir.exists()
+    try:
+        steps.train(config, data, run_dir, init_from=args.init_from)
+    except BaseException:
+        if fresh:  # nothing worth keeping: no half-made run directory
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    (run_dir / DATA_FILE).write_text(json.dumps(source), encoding="utf-8")
+    if data.test is not None:
+        print_metrics(steps.evaluate(run_dir, data.test))
+
+
+def print_metrics(metrics):
+    print(
+        f"{metrics['split']}: {metrics['examples']:,} examples, accuracy {metrics['accuracy']:.4f}, "
+        f"macro F1 {metrics['macro_f1']:.4f}"
+    )
+
+
+def task_evaluate(args):
+    import json
+
+    from nlptool.data import DatasetError, datasets
+    from nlptool.data.csv import DataError, read_labeled_csv
+    from nlptool.tasks import sentiment_steps as steps
+
+    run_dir = Path(args.run_dir)
+    try:
+        if args.csv:
+            frame, split = read_labeled_csv(args.csv, args.text_column, args.label_column, min_classes=1), args.csv
+        else:
+            dataset, data_dir = args.dataset, args.data_dir
+            if dataset is None and (run_dir / DATA_FILE).is_file():
+                source = json.loads((run_dir / DATA_FILE).read_text(encoding="utf-8"))
+                if source.get("csv"):
+                    frame = read_labeled_csv(
+                        source["csv"], source["text_column"], source["label_column"], min_classes=1
+                    )
+                    return print_metrics(steps.evaluate(run_dir, frame, source["csv"]))
+                dataset, data_dir = source.get("dataset"), data_dir or source.get("data_dir")
+            if dataset is None:
+                raise UsageError("Name the data to evaluate on: --dataset NAME or --csv FILE.")
+            split = args.split or steps.TEST_SPLITS.get(dataset, "test")
+            frame = datasets.load(dataset, split, data_dir=data_dir)
+            frame = frame.assign(label=frame["label"].map(datasets.get(dataset).label_names))
+        print_metrics(steps.evaluate(run_dir, frame, split))
+    except (DataError, DatasetError, steps.RunError) as error:
+        raise UsageError(str(error)) from None
+
+
+def task_export(args):
+    from nlptool.export import ExportError
+    from nlptool.tasks import sentiment_steps as steps
+
+    try:
+        path = steps.export(args.run_dir, args.out, overwrite=args.overwrite)
+    except (ExportError, steps.RunError) as error:
+        raise UsageError(str(error)) from None
+    print(f"wrote {path} (signatures: serving_default, class_names)")
+
+
+def task_predict(args):
+    from nlptool.tasks import sentiment_steps as steps
+
+    try:
+        results = steps.predict(args.path, args.text)
+    except steps.RunError as error:
+        raise UsageError(str(error)) from None
+    for text, (label, probability) in zip(args.text, results):
+        print(f"{label}\t{probability:.4f}\t{text}")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="nlptool", description="NLP on GRUs with Keras and TensorFlow.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a task model into a run directory")
+    train.add_argument("task", choices=["sentiment"])
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="a registered dataset: imdb, sst2")
+    source.add_argument("--csv", help="your training CSV")
+    train.add_argument("--text-column", help="the CSV column holding the text")
+    train.add_argument("--label-column", help="the CSV column holding the label")
+    train.add_argument("--validation-csv", help="validation CSV (default: a stratified share of --csv)")
+    train.add_argument("--test-csv", help="test CSV, evaluated after training")
+    train.add_argument("--config", action="append", help="YAML config; several merge, the last wins")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    train.add_argument("--epochs", type=int, help="shorthand for --set training.epochs=N")
+    train.add_argument("--max-train-examples", type=int, help="train on the first N training examples")
+    train.add_argument("--data-dir", help="where datasets are looked for first")
+    train.add_argument("--init-from", help="start from this run's tokeniser and weights (fine-tuning)")
+    train.add_argument("--run-dir", required=True)
+    train.set_defaults(run=task_train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run; prints and writes RUN_DIR/metrics.json")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--dataset")
+    evaluate.add_argument("--split")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--csv")
+    evaluate.add_argument("--text-column", default="text")
+    evaluate.add_argument("--label-column", default="label")
+    evaluate.set_defaults(run=task_evaluate)
+
+    export = commands.add_parser("export", help="write the string-in SavedModel of a run")
+    export.add_argument("run_dir")
+    export.add_argument("out")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    export.set_defaults(run=task_export)
+
+    predict = commands.add_parser("predict", help="classify texts with a run or an export")
+    predict.add_argument("path", help="a run directory or an exported SavedModel")
+    predict.add_argument("text", nargs="+")
+    predict.set_defaults(run=task_predict)
     tokenizer = commands.add_parser("tokenizer", help="train and try tokenisers")
     actions = tokenizer.add_subparsers(dest="action", required=True)
 
@@ -137,6 +285,9 @@ def main(argv=None):
     # progress of long jobs (tokeniser training reads, ...) goes to stderr
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("nlptool").setLevel(logging.INFO)
+    if getattr(args, "csv", None) and args.command == "train" and not (args.text_column and args.label_column):
+        print("nlptool: error: --csv needs --text-column and --label-column", file=sys.stderr)
+        return 2
     try:
         args.run(args)
     except UsageError as error:

@@ -20,10 +20,10 @@ from nlptool.data import datasets
 from nlptool.data.csv import LabeledData, LabelMap, load_labeled_data, stratified_split
 from nlptool.data.pipeline import make_dataset
 from nlptool.tasks.sentiment import SentimentConfig, SentimentServing, build_model, class_weights
+from nlptool.tokenizers.files import TOKENIZER_FILE, load_tokenizer, save_tokenizer
 
 # which split of a registered dataset is its test set (SST-2's GLUE test set has no labels)
 TEST_SPLITS = {"imdb": "test", "sst2": "dev"}
-TOKENIZER_FILE = "tokenizer.json"
 LABELS_FILE = "labels.json"
 CONFIG_FILE = "config.yaml"
 
@@ -105,7 +105,7 @@ def save_run_files(run_dir, config, tokenizer, label_map):
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save_yaml(config, run_dir / CONFIG_FILE)
-    _write_json(run_dir / TOKENIZER_FILE, keras.saving.serialize_keras_object(tokenizer))
+    save_tokenizer(tokenizer, run_dir)
     _write_json(run_dir / LABELS_FILE, label_map.to_config())
 
 
@@ -117,16 +117,13 @@ def _write_json(path, payload):
 
 def load_run(run_dir):
     """(config, tokenizer, label_map, model with the best weights) of a run."""
-    from nlptool import tokenizers
-
     run_dir = Path(run_dir)
     needed = [CONFIG_FILE, TOKENIZER_FILE, LABELS_FILE, training.CHECKPOINT]
     missing = [name for name in needed if not (run_dir / name).is_file()]
     if missing:
         raise RunError(f"{run_dir} is not a finished sentiment run: it lacks {missing}.")
     config = config_lib.resolve(SentimentConfig, [run_dir / CONFIG_FILE])
-    tokenizers.SentencePieceTokenizer, tokenizers.WordPieceTokenizer  # noqa: B018  (registers them)
-    tokenizer = keras.saving.deserialize_keras_object(json.loads((run_dir / TOKENIZER_FILE).read_text("utf-8")))
+    tokenizer = load_tokenizer(run_dir)
     label_map = LabelMap.from_config(json.loads((run_dir / LABELS_FILE).read_text("utf-8")))
     model = build_model(config, tokenizer.vocabulary_size(), len(label_map))
     model.load_weights(run_dir / training.CHECKPOINT)
