@@ -187,6 +187,7 @@ def train(config, data, run_dir, init_from=None, verbose=2):
         epochs=config.training.epochs,
         class_weight=weights,
         callbacks=training.callbacks(run_dir, epoch, patience=config.training.early_stopping_patience),
+        shuffle=False,  # the pipeline shuffles, by (seed, epoch)
         verbose=verbose,
     )
     return model, tokenizer

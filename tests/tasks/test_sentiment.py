@@ -1,0 +1,215 @@
+"""Sentiment end to end on tiny models: training, exact resume, fine-tuning
+with a new label set, evaluation files, export in a fresh process, the CLI."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from nlptool import config as config_lib
+from nlptool.cli import main
+from nlptool.data.csv import LabeledData, LabelMap
+from nlptool.tasks import sentiment_steps as steps
+from nlptool.tasks.sentiment import MaskedMaxMeanPooling, SentimentConfig
+
+POSITIVE = ["good fun", "great cast", "lovely film", "fun and good", "great story", "lovely and great"]
+NEGATIVE = ["dull plot", "bad acting", "boring film", "dull and bad", "awful story", "boring and awful"]
+
+
+def tiny_config(**changes):
+    overrides = [
+        "model.units=4",
+        "model.embedding_dim=4",
+        "model.dropout=0.2",
+        "tokenizer.vocab_size=40",
+        "training.batch_size=4",
+        "training.epochs=3",
+        "training.early_stopping_patience=10",
+    ] + [f"{k}={v}" for k, v in changes.items()]
+    return config_lib.resolve(SentimentConfig, [], overrides)
+
+
+def frame(texts, labels):
+    return pd.DataFrame({"text": texts, "label": labels})
+
+
+def binary_data():
+    train = frame(POSITIVE * 2 + NEGATIVE * 2, ["pos"] * 12 + ["neg"] * 12)
+    validation = frame(POSITIVE[:2] + NEGATIVE[:2], ["pos", "pos", "neg", "neg"])
+    return LabeledData(train, validation, validation, LabelMap.from_labels(train["label"]))
+
+
+def test_masked_pooling_ignores_padding():
+    x = np.array([[[1.0, -5.0], [3.0, 2.0], [9.0, 9.0]], [[-1.0, -2.0], [0.0, 0.0], [0.0, 0.0]]], "float32")
+    mask = np.array([[True, True, False], [True, False, False]])
+    out = MaskedMaxMeanPooling()(tf.constant(x), mask=tf.constant(mask)).numpy()
+    np.testing.assert_allclose(out, [[3.0, 2.0, 2.0, -1.5], [-1.0, -2.0, -1.0, -2.0]])
+
+
+def test_training_learns_and_fills_the_run_directory(tmp_path):
+    run = tmp_path / "run"
+    steps.train(tiny_config(**{"training.epochs": 8, "training.learning_rate": 0.05}), binary_data(), run, verbose=0)
+    history = pd.read_csv(run / "history.csv")
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
+    metrics = steps.evaluate(run, binary_data().validation, "validation")
+    assert metrics["accuracy"] == 1.0 and metrics["macro_f1"] == 1.0
+    assert metrics["confusion_matrix"] == {"labels": ["neg", "pos"], "matrix": [[2, 0], [0, 2]]}
+    assert json.loads((run / "metrics.json").read_text())["accuracy"] == 1.0
+    for name in (
+        "config.yaml",
+        "tokenizer.json",
+        "labels.json",
+        "checkpoints/best.weights.h5",
+        "confusion_matrix.png",
+        "training_curves.png",
+    ):
+        assert (run / name).is_file(), name
+    assert any((run / "logs").rglob("*tfevents*"))  # TensorBoard
+
+
+class StopAfterEpoch(keras.callbacks.Callback):
+    """Simulates an interruption once the backup of `epoch` is written."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_resume_after_interruption_gives_the_uninterrupted_weights(tmp_path, monkeypatch, dropout):
+    config, data = tiny_config(**{"model.dropout": dropout}), binary_data()
+    reference, _ = steps.train(config, data, tmp_path / "straight", verbose=0)
+
+    real_callbacks = steps.training.callbacks
+    monkeypatch.setattr(steps.training, "callbacks", lambda *a, **k: real_callbacks(*a, **k) + [StopAfterEpoch(2)])
+    with pytest.raises(KeyboardInterrupt):
+        steps.train(config, data, tmp_path / "interrupted", verbose=0)
+    monkeypatch.setattr(steps.training, "callbacks", real_callbacks)
+    history = pd.read_csv(tmp_path / "interrupted" / "history.csv")
+    assert history["epoch"].tolist() == [0, 1]  # it really stopped after two epochs
+    resumed, _ = steps.train(config, data, tmp_path / "interrupted", verbose=0)
+    assert pd.read_csv(tmp_path / "interrupted" / "history.csv")["epoch"].tolist() == [0, 1, 2]
+    for a, b in zip(resumed.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fine_tuning_with_a_new_label_set_rebuilds_only_the_head(tmp_path):
+    steps.train(tiny_config(), binary_data(), tmp_path / "base", verbose=0)
+    _, _, _, base = steps.load_run(tmp_path / "base")
+    three = frame(POSITIVE + NEGATIVE + ["so so", "fine I guess", "meh"] * 2, ["pos"] * 6 + ["neg"] * 6 + ["mixed"] * 6)
+    data = LabeledData(three, three, None, LabelMap.from_labels(three["label"]))
+    # learning rate 0: after "training", every kept weight is still the base run's
+    tuned, tokenizer = steps.train(
+        tiny_config(**{"training.learning_rate": 0.0}), data, tmp_path / "tuned", init_from=tmp_path / "base", verbose=0
+    )
+    assert tuned.get_layer("classifier").get_weights()[0].shape[-1] == 3
+    for layer in base.layers:
+        if layer.name != "classifier":
+            for a, b in zip(layer.get_weights(), tuned.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(a, b)
+    assert tokenizer.get_config() == steps.load_run(tmp_path / "base")[1].get_config()
+
+
+def test_export_in_a_fresh_process_matches_predict(tmp_path):
+    run = tmp_path / "run"
+    steps.train(tiny_config(), binary_data(), run, verbose=0)
+    steps.export(run, tmp_path / "export")
+    texts = ["great fun", "dull and boring", "an unknown word"]
+    expected = steps.predict(run, texts)
+    script = f"""
+import json, sys, tensorflow as tf
+serve = tf.saved_model.load({str(tmp_path / "export")!r}).signatures["serving_default"]
+out = serve(text=tf.constant({texts!r}))
+assert "nlptool" not in sys.modules
+print(json.dumps([[l.decode() for l in out["label"].numpy()], out["probabilities"].numpy().tolist()]))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    labels, probabilities = json.loads(done.stdout.strip().splitlines()[-1])
+    assert labels == [label for label, _ in expected]
+    np.testing.assert_allclose(np.max(probabilities, axis=1), [p for _, p in expected], atol=1e-5)
+    with pytest.raises(steps.export_lib.ExportError, match="already exists"):
+        steps.export(run, tmp_path / "export")
+
+
+@pytest.fixture
+def csv_files(tmp_path):
+    rows = [(t, "pos") for t in POSITIVE * 3] + [(t, "neg") for t in NEGATIVE * 3]
+    train = tmp_path / "train.csv"
+    pd.DataFrame(rows, columns=["review", "sentiment"]).to_csv(train, index=False)
+    return train
+
+
+def test_cli_train_evaluate_export_predict(csv_files, tmp_path, capsys):
+    run, out = tmp_path / "run", tmp_path / "export"
+    common = [
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--set",
+        "model.units=4",
+        "--set",
+        "tokenizer.vocab_size=40",
+        "--epochs",
+        "2",
+        "--max-train-examples",
+        "20",
+    ]
+    assert (
+        main(
+            [
+                "train",
+                "sentiment",
+                "--csv",
+                str(csv_files),
+                "--test-csv",
+                str(csv_files),
+                *common,
+                "--run-dir",
+                str(run),
+            ]
+        )
+        == 0
+    )
+    assert "test: 36 examples, accuracy" in capsys.readouterr().out
+    assert len(pd.read_csv(run / "history.csv")) == 2
+    assert main(["evaluate", str(run)]) == 0
+    assert "examples, accuracy" in capsys.readouterr().out
+    assert main(["export", str(run), str(out)]) == 0
+    assert main(["export", str(run), str(out)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["export", str(run), str(out), "--overwrite"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(out), "great fun"]) == 0
+    label, probability, text = capsys.readouterr().out.strip().split("\t")
+    assert label in {"pos", "neg"} and 0.5 <= float(probability) <= 1.0 and text == "great fun"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--text-column", "text", "--label-column", "sentiment"], "no column 'text'"),
+        (["--text-column", "review", "--label-column", "sentiment", "--set", "model.unitz=3"], "model.unitz"),
+    ],
+)
+def test_cli_bad_input_leaves_no_run_directory(csv_files, tmp_path, capsys, args, message):
+    run = tmp_path / "run"
+    assert main(["train", "sentiment", "--csv", str(csv_files), *args, "--run-dir", str(run)]) == 2
+    assert message in capsys.readouterr().err
+    assert not run.exists()
