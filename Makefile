@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python recipes/gru_demo.py
+	$(BIN)/python recipes/sentiment.py --config recipes/configs/sentiment_sst2.yaml \
+		--config recipes/configs/sentiment_demo.yaml --run-dir runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
