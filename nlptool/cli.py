@@ -148,13 +148,16 @@ def task_train(args):
         raise UsageError(str(error)) from None
     run_dir = Path(args.run_dir)
     fresh = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / DATA_FILE).write_text(json.dumps(source), encoding="utf-8")
     try:
         steps.train(config, data, run_dir, init_from=args.init_from)
     except BaseException:
-        if fresh:  # nothing worth keeping: no half-made run directory
+        # a new run stopped before its first backup leaves nothing to resume: remove it whole;
+        # later, keep it, so that the same command resumes it
+        if fresh and not (run_dir / "backup").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    (run_dir / DATA_FILE).write_text(json.dumps(source), encoding="utf-8")
     if data.test is not None:
         print_metrics(steps.evaluate(run_dir, data.test))
 

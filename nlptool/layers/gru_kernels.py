@@ -244,6 +244,10 @@ def _backward_loop(xp, h0, rk, rb, mask, rec_mask, reset_after, hs, products, dh
 
 _forward_xla = tf.function(_forward_loop, jit_compile=True, reduce_retracing=True)
 _backward_xla = tf.function(_backward_loop, jit_compile=True, reduce_retracing=True)
+# As graphs, so that an eager call does not run the loop step by step in Python;
+# inside an outer tf.function they are inlined.
+_forward_graph = tf.function(_forward_loop, reduce_retracing=True)
+_backward_graph = tf.function(_backward_loop, reduce_retracing=True)
 
 # How the forward pass runs, by batch size (measured on a 2-core CPU, see
 # benchmarks/gru.py): XLA removes the per-op dispatch cost that dominates
@@ -279,11 +283,11 @@ def _forward(x, kernel, in_bias, h0, rk, rb, mask, rec_mask, reset_after, keep_p
         return lambda: forward(None, *common, x=x, kernel=kernel, in_bias=in_bias)
 
     batch = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]
-    choices = [(batch * units * 3 * units <= IN_LOOP_PROJECTION_MAX_MACS, in_loop(_forward_loop))]
+    choices = [(batch * units * 3 * units <= IN_LOOP_PROJECTION_MAX_MACS, in_loop(_forward_graph))]
     if jit_compile:
         # one XLA computation for projection and recurrence: no TF op in between
         choices.insert(0, (batch <= XLA_FORWARD_MAX_BATCH, in_loop(_forward_xla)))
-    chosen = all_steps_projected(_forward_loop)
+    chosen = all_steps_projected(_forward_graph)
     for condition, branch in reversed(choices):
         if isinstance(condition, bool):  # static batch size: decide now
             chosen = branch if condition else chosen
@@ -318,7 +322,7 @@ def fused_sequence(x, kernel, in_bias, h0, rk, rb, mask, rec_mask, reset_after, 
     step's input projection and recurrent products, so that the backward
     pass needs no GEMM to recompute them.
     """
-    backward = _backward_xla if jit_compile else _backward_loop
+    backward = _backward_xla if jit_compile else _backward_graph
     has_in_bias, has_rb = in_bias is not None, rb is not None
     # placeholders keep the signature fixed; their gradients are zeros
     in_bias = in_bias if has_in_bias else tf.zeros([0], x.dtype)

@@ -229,11 +229,14 @@ def evaluate(run_dir, frame, split_name="test"):
 
 
 def predict_probabilities(model, tokenizer, texts, max_length, batch_size=256):
-    out = []
-    for start in range(0, len(texts), batch_size):
-        ids = tokenizer(tf.constant(texts[start : start + batch_size]))[:, :max_length]
-        out.append(model(ids, training=False).numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]))
+    """Class probabilities (len(texts), classes), computed in a graph traced once."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def probabilities(batch):
+        return model(tokenizer(batch)[:, :max_length], training=False)
+
+    out = [probabilities(tf.constant(texts[i : i + batch_size])).numpy() for i in range(0, len(texts), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), "float32")
 
 
 def plot_confusion_matrix(confusion, path):

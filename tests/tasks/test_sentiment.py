@@ -145,6 +145,28 @@ print(json.dumps([[l.decode() for l in out["label"].numpy()], out["probabilities
     np.testing.assert_allclose(np.max(probabilities, axis=1), [p for _, p in expected], atol=1e-5)
     with pytest.raises(steps.export_lib.ExportError, match="already exists"):
         steps.export(run, tmp_path / "export")
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tensorflow.python.tools.saved_model_cli",
+            "show",
+            "--dir",
+            str(tmp_path / "export"),
+            "--all",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    ).stdout
+    for needle in (
+        "signature_def['serving_default']",
+        "inputs['text']",
+        "outputs['label']",
+        "outputs['probabilities']",
+        "signature_def['class_names']",
+    ):
+        assert needle in shown, needle
 
 
 @pytest.fixture
