@@ -5,7 +5,9 @@ nlptool) and measures, on SST-2 dev sentences:
 - single-sentence latency: p50 and p99 over many one-sentence requests;
 - batched throughput: sentences per second in batches of 256.
 
-    python benchmarks/serving.py [EXPORT_DIR]     # default runs/bench_sentiment_sst2/export
+    python benchmarks/sentiment.py --datasets sst2      # trains runs/bench_sentiment_sst2
+    nlptool export runs/bench_sentiment_sst2 runs/bench_sentiment_sst2/export
+    python benchmarks/serving.py [EXPORT_DIR]           # default runs/bench_sentiment_sst2/export
 
 Writes benchmarks/results/serving.json. Targets (issue 4): p50 <= 5 ms and
 >= 2,000 sentences/s.
