@@ -126,11 +126,13 @@ def task_train(args):
     # read and check all the data before anything is written
     try:
         if args.dataset:
-            source = {"dataset": args.dataset, "data_dir": args.data_dir}
+            data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+            source = {"dataset": args.dataset, "data_dir": data_dir}
             data = steps.dataset_data(args.dataset, seed, fraction, args.data_dir, args.max_train_examples)
         else:
             source = {
-                "csv": args.test_csv or None,
+                # resolved, so that `evaluate RUN_DIR` works from any directory
+                "csv": str(Path(args.test_csv).resolve()) if args.test_csv else None,
                 "text_column": args.text_column,
                 "label_column": args.label_column,
             }
