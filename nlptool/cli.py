@@ -18,9 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from nlptool.tokenizers import KINDS
 from nlptool.tokenizers.files import TOKENIZER_FILE
-
-KINDS = ("word", "char", "byte", "wordpiece", "sentencepiece")
 
 
 class UsageError(Exception):
@@ -55,19 +54,12 @@ def read_texts(path, column=None):
 def make_tokenizer(kind, vocab_size):
     from nlptool import tokenizers
 
-    if kind == "byte":
-        return tokenizers.ByteTokenizer()
-    if vocab_size is None:
+    if kind != "byte" and vocab_size is None:
         raise UsageError(f"--vocab-size is required for --kind {kind}.")
-    if vocab_size <= len(tokenizers.RESERVED_TOKENS):
-        raise UsageError(f"--vocab-size must be above {len(tokenizers.RESERVED_TOKENS)}, got {vocab_size}.")
-    if kind == "word":
-        return tokenizers.WordTokenizer(max_size=vocab_size - len(tokenizers.RESERVED_TOKENS))
-    if kind == "char":
-        return tokenizers.CharTokenizer(max_size=vocab_size - len(tokenizers.RESERVED_TOKENS))
-    if kind == "wordpiece":
-        return tokenizers.WordPieceTokenizer(vocab_size=vocab_size)
-    return tokenizers.SentencePieceTokenizer(vocab_size=vocab_size)
+    try:
+        return tokenizers.create(kind, vocab_size)
+    except ValueError as error:
+        raise UsageError(str(error).replace("argument `vocab_size`", "--vocab-size")) from None
 
 
 def load_tokenizer(directory):

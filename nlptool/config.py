@@ -29,13 +29,14 @@ import dataclasses
 import datetime
 import os
 import re
-import tempfile
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
+
+from nlptool.files import write_atomically
 
 OVERRIDES_SOURCE = "--set"  # how errors in overrides name their origin
 # floats PyYAML (YAML 1.1) leaves as strings, such as "1e-3": YAML 1.2 float syntax
@@ -147,25 +148,10 @@ def save_yaml(obj, path):
     a temporary file in the same directory replaces `path` only once complete,
     so an interrupted save leaves any previous file intact. Returns the path."""
     data = to_dict(obj)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            yaml.safe_dump(data, stream, sort_keys=False, allow_unicode=True, default_flow_style=False)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    return path
+    return write_atomically(
+        path,
+        lambda stream: yaml.safe_dump(data, stream, sort_keys=False, allow_unicode=True, default_flow_style=False),
+    )
 
 
 # --- building ---

@@ -97,7 +97,7 @@ def test_encode_prints_tokens_and_ids(corpus, tmp_path):
             "no column 'text'; its columns are ['id', 'sentence']",
         ),
         (["--kind", "word"], "--vocab-size is required"),
-        (["--kind", "char", "--vocab-size", "3"], "must be above 4"),
+        (["--kind", "char", "--vocab-size", "3"], "--vocab-size, expected an integer above 4"),
     ],
 )
 def test_bad_input_gets_a_clear_error_and_writes_nothing(corpus, tmp_path, capsys, extra, message):

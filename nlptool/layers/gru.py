@@ -367,13 +367,6 @@ class GRU(keras.layers.Layer):
             x = tf.reverse(x, [0])
             mask = None if mask is None else tf.reverse(mask, [0])
 
-        def projected():
-            steps, batch = tf.shape(x)[0], tf.shape(x)[1]
-            xp = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), kernel)  # one GEMM for all steps
-            if in_bias is not None:
-                xp = xp + in_bias
-            return tf.reshape(xp, [steps, batch, 3 * self.units])
-
         def fused(jit_compile=self.jit_compile):
             return gru_kernels.fused_sequence(
                 x,
@@ -391,7 +384,9 @@ class GRU(keras.layers.Layer):
 
         if implementation == "reference":
             hs, _ = gru_kernels.reference_sequence(
-                projected(),
+                x,
+                kernel,
+                in_bias,
                 h0,
                 recurrent_kernel,
                 rec_bias,
@@ -476,11 +471,10 @@ class GRU(keras.layers.Layer):
         if self.go_backwards:
             x = tf.reverse(x, [0])
             mask_tm = None if mask_tm is None else tf.reverse(mask_tm, [0])
-        xp = tf.einsum("tbd,dk->tbk", x, kernel)
-        if in_bias is not None:
-            xp = xp + in_bias
         hs, gates = gru_kernels.reference_sequence(
-            xp,
+            x,
+            kernel,
+            in_bias,
             h0,
             recurrent_kernel,
             rec_bias,

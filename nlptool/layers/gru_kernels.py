@@ -29,13 +29,17 @@ CUDNN_OP = tf.raw_ops.CudnnRNNV3
 # --------------------------------------------------------------------------
 
 
-def reference_sequence(xp, h0, rk, rb, mask, rec_mask, reset_after, activation, recurrent_activation):
-    """Run the GRU step by step. Returns (hs, gates) with gates a dict
-    of (time, batch, units) tensors z, r, candidate (zero at masked steps).
+def reference_sequence(x, kernel, in_bias, h0, rk, rb, mask, rec_mask, reset_after, activation, recurrent_activation):
+    """Run the GRU step by step on time-major `x`. Returns (hs, gates) with
+    gates a dict of (time, batch, units) tensors z, r, candidate (zero at
+    masked steps).
 
     `activation` and `recurrent_activation` are callables; the reference
     path is the only one that accepts activations other than tanh/sigmoid.
     """
+    xp = tf.einsum("tbd,dk->tbk", x, kernel)  # the input side of every gate, all steps
+    if in_bias is not None:
+        xp = xp + in_bias
     steps = tf.shape(xp)[0]
     rb3 = None if rb is None else tf.split(rb, 3)
 

@@ -4,8 +4,6 @@ both run these functions, so the two never drift apart.
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import keras
@@ -19,6 +17,7 @@ from nlptool import training
 from nlptool.data import datasets
 from nlptool.data.csv import LabeledData, LabelMap, load_labeled_data, stratified_split
 from nlptool.data.pipeline import make_dataset
+from nlptool.files import write_atomically
 from nlptool.tasks.sentiment import SentimentConfig, SentimentServing, build_model, class_weights
 from nlptool.tokenizers.files import TOKENIZER_FILE, load_tokenizer, save_tokenizer
 
@@ -84,18 +83,7 @@ def make_tokenizer(config):
     """An untrained tokeniser as `config.tokenizer` describes."""
     from nlptool import tokenizers
 
-    settings = config.tokenizer
-    reserved = len(tokenizers.RESERVED_TOKENS)
-    common = {"sequence_length": None}
-    if settings.kind == "word":
-        return tokenizers.WordTokenizer(max_size=settings.vocab_size - reserved, **common)
-    if settings.kind == "char":
-        return tokenizers.CharTokenizer(max_size=settings.vocab_size - reserved, **common)
-    if settings.kind == "byte":
-        return tokenizers.ByteTokenizer(**common)
-    if settings.kind == "wordpiece":
-        return tokenizers.WordPieceTokenizer(vocab_size=settings.vocab_size, **common)
-    return tokenizers.SentencePieceTokenizer(vocab_size=settings.vocab_size, **common)
+    return tokenizers.create(config.tokenizer.kind, config.tokenizer.vocab_size)
 
 
 # === Run directory ===
@@ -110,9 +98,7 @@ def save_run_files(run_dir, config, tokenizer, label_map):
 
 
 def _write_json(path, payload):
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        json.dump(payload, handle, ensure_ascii=False)
-    os.replace(handle.name, path)
+    write_atomically(path, lambda stream: json.dump(payload, stream, ensure_ascii=False))
 
 
 def load_run(run_dir):

@@ -26,11 +26,38 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+KINDS = ("word", "char", "byte", "wordpiece", "sentencepiece")
+
+
+def create(kind, vocab_size=None, **kwargs):
+    """An untrained tokeniser of `kind` with `vocab_size` ids, reserved ids
+    included (ignored for "byte", whose 260 ids are fixed). Other keyword
+    arguments go to the tokeniser's constructor."""
+    if kind not in KINDS:
+        raise ValueError(f"Received an invalid value for argument `kind`, expected one of {KINDS}, got {kind!r}.")
+    if kind == "byte":
+        return ByteTokenizer(**kwargs)
+    if not isinstance(vocab_size, int) or vocab_size <= len(RESERVED_TOKENS):
+        raise ValueError(
+            f"Received an invalid value for argument `vocab_size`, expected an integer above "
+            f"{len(RESERVED_TOKENS)} for kind {kind!r}, got {vocab_size!r}."
+        )
+    if kind == "word":
+        return WordTokenizer(max_size=vocab_size - len(RESERVED_TOKENS), **kwargs)
+    if kind == "char":
+        return CharTokenizer(max_size=vocab_size - len(RESERVED_TOKENS), **kwargs)
+    if kind == "wordpiece":
+        return __getattr__("WordPieceTokenizer")(vocab_size=vocab_size, **kwargs)
+    return __getattr__("SentencePieceTokenizer")(vocab_size=vocab_size, **kwargs)
+
+
 def __dir__():
     return sorted(list(globals()) + list(_LAZY))
 
 
 __all__ = [
+    "KINDS",
+    "create",
     "ByteTokenizer",
     "CharTokenizer",
     "END_ID",

@@ -137,9 +137,7 @@ class Tokenizer(keras.layers.Layer):
         if length is not None:
             room = length - int(self.add_start) - int(self.add_end)
             if room < 0:
-                raise ValueError(
-                    f"`sequence_length`={length} leaves no room for the start and end tokens."
-                )
+                raise ValueError(f"`sequence_length`={length} leaves no room for the start and end tokens.")
             ids = ids[:, :room]  # truncation keeps the first tokens
         rows = tf.shape(ids.row_lengths())[0]
         if self.add_start:
@@ -170,7 +168,5 @@ class Tokenizer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {"sequence_length": self.sequence_length, "add_start": self.add_start, "add_end": self.add_end}
-        )
+        config.update({"sequence_length": self.sequence_length, "add_start": self.add_start, "add_end": self.add_end})
         return config

@@ -49,9 +49,7 @@ class CharTokenizer(Tokenizer):
         self.vocabulary = vocabulary
         code_points = tf.constant([ord(ch) for ch in vocabulary], tf.int32)
         ids = tf.range(FIRST_ID, FIRST_ID + len(vocabulary), dtype=tf.int32)
-        self._table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(code_points, ids), default_value=1
-        )
+        self._table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(code_points, ids), default_value=1)
         # id -> code point; reserved ids decode to U+FFFD but are removed before decoding
         self._code_points = tf.concat([tf.fill([FIRST_ID], REPLACEMENT), code_points], axis=0)
 
@@ -89,4 +87,3 @@ class CharTokenizer(Tokenizer):
         config = super().get_config()
         config.update({"vocabulary": self.vocabulary, "max_size": self.max_size, "min_frequency": self.min_frequency})
         return config
-

@@ -1,11 +1,11 @@
 """A tokeniser as a file: DIR/tokenizer.json, written atomically."""
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import keras
+
+from nlptool.files import write_atomically
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -13,13 +13,10 @@ TOKENIZER_FILE = "tokenizer.json"
 def save_tokenizer(tokenizer, directory):
     """Write `directory`/tokenizer.json (class, config and vocabulary or
     model) so that a reader never sees half a file; returns its path."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps(keras.saving.serialize_keras_object(tokenizer), ensure_ascii=False)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=directory, delete=False, suffix=".tmp") as handle:
-        handle.write(payload)
-    os.replace(handle.name, directory / TOKENIZER_FILE)
-    return directory / TOKENIZER_FILE
+    payload = keras.saving.serialize_keras_object(tokenizer)
+    return write_atomically(
+        Path(directory) / TOKENIZER_FILE, lambda stream: json.dump(payload, stream, ensure_ascii=False)
+    )
 
 
 def load_tokenizer(directory):

@@ -49,7 +49,7 @@ def test_word_round_trip_gives_normalised_text():
 
 
 def test_very_long_string_is_handled():
-    text = ("abc déf 😀 " * 100_000)[: 1_000_000]
+    text = ("abc déf 😀 " * 100_000)[:1_000_000]
     byte_ids = ByteTokenizer()([text])
     assert byte_ids.shape == (1, len(text.encode("utf-8")))
     assert decode(ByteTokenizer().detokenize(byte_ids)) == [text]
