@@ -4,15 +4,22 @@ nlptool train sentiment (--dataset NAME | --csv FILE --text-column C --label-col
                          [--validation-csv FILE] [--test-csv FILE])
                         [--config FILE.yaml ...] [--set key=value ...] [--epochs N]
                         [--max-train-examples N] [--data-dir DIR] [--init-from RUN_DIR] --run-dir DIR
-nlptool evaluate RUN_DIR [--dataset NAME --split S | --csv FILE --text-column C --label-column C]
+nlptool train language-model (--dataset NAME | --text-file FILE | --csv FILE --text-column C)
+                        [--validation-file FILE] [--test-file FILE] [--config ...] [--set ...]
+                        [--epochs N] [--max-train-examples N] [--data-dir DIR] --run-dir DIR
+nlptool evaluate RUN_DIR [--dataset NAME --split S | --csv FILE --text-column C [--label-column C]
+                          | --text-file FILE]
 nlptool export RUN_DIR OUT [--overwrite]
-nlptool predict RUN_DIR_OR_EXPORT TEXT...
+nlptool predict RUN_DIR_OR_EXPORT TEXT...                  (sentiment)
+nlptool generate RUN_DIR_OR_EXPORT PROMPT... [--max-new-tokens N] [--temperature T] [--top-k K]
+                        [--top-p P] [--seed S] [--beam-width W]   (language model)
 nlptool tokenizer train --kind {word,char,byte,wordpiece,sentencepiece} [--vocab-size N]
                         --input FILE [--column NAME] --out DIR
 nlptool tokenizer encode DIR TEXT...
 """
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -28,27 +35,13 @@ class UsageError(Exception):
 
 def read_texts(path, column=None):
     """One example per line of a text file, or a CSV column with `column`."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"Input file {path} does not exist.")
-    if column is None:
-        try:
-            texts = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as error:
-            raise UsageError(f"{path} is not UTF-8 text (byte {error.start}); pass a UTF-8 file.") from None
-    else:
-        import pandas as pd
+    from nlptool.data.csv import DataError
+    from nlptool.data.text import read_lines
 
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-            raise UsageError(f"Cannot read {path} as CSV: {error}") from None
-        if column not in frame.columns:
-            raise UsageError(f"{path} has no column {column!r}; its columns are {list(frame.columns)}.")
-        texts = frame[column].tolist()
-    if not any(text.strip() for text in texts):
-        raise UsageError(f"{path} holds no text to train on.")
-    return texts
+    try:
+        return read_lines(path, column)
+    except DataError as error:
+        raise UsageError(str(error)) from None
 
 
 def make_tokenizer(kind, vocab_size):
@@ -97,32 +90,73 @@ def tokenizer_encode(args):
 DATA_FILE = "data.json"  # how a run's data was given, so `evaluate RUN_DIR` can find its test set
 
 
-def task_train(args):
-    import json
-    import shutil
-
+def resolve_config(config_class, args):
     from nlptool import config as config_lib
-    from nlptool.data import DatasetError
-    from nlptool.data.csv import DataError
-    from nlptool.tasks import sentiment_steps as steps
-    from nlptool.tasks.sentiment import SentimentConfig
 
     overrides = list(args.set or [])
     if args.epochs is not None:
         overrides.append(f"training.epochs={args.epochs}")
     try:
-        config = config_lib.resolve(SentimentConfig, args.config or [], overrides)
+        return config_lib.resolve(config_class, args.config or [], overrides)
     except config_lib.ConfigError as error:
         raise UsageError(str(error)) from None
+
+
+@contextlib.contextmanager
+def new_run(run_dir, source):
+    """The run directory, with `source` (how its data was given) in data.json.
+    A new run that fails before its first backup is removed whole; later,
+    it is kept, so that the same command resumes it."""
+    import json
+    import shutil
+
+    run_dir = Path(run_dir)
+    fresh = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / DATA_FILE).write_text(json.dumps(source), encoding="utf-8")
+    try:
+        yield run_dir
+    except BaseException:
+        if fresh and not (run_dir / "backup").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def run_source(run_dir):
+    """What data.json says about a run (task, data); sentiment for runs that predate the task key."""
+    import json
+
+    path = Path(run_dir) / DATA_FILE
+    source = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    source.setdefault("task", "sentiment")
+    return source
+
+
+def task_train(args):
+    if args.task == "language-model":
+        return train_language_model(args)
+    return train_sentiment(args)
+
+
+def train_sentiment(args):
+    from nlptool.data import DatasetError
+    from nlptool.data.csv import DataError
+    from nlptool.tasks import sentiment_steps as steps
+    from nlptool.tasks.sentiment import SentimentConfig
+
+    config = resolve_config(SentimentConfig, args)
     seed, fraction = config.training.seed, config.training.validation_fraction
+    if args.text_file:
+        raise UsageError("--text-file is for language models; a sentiment run takes --dataset or --csv.")
     # read and check all the data before anything is written
     try:
         if args.dataset:
             data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
-            source = {"dataset": args.dataset, "data_dir": data_dir}
+            source = {"task": "sentiment", "dataset": args.dataset, "data_dir": data_dir}
             data = steps.dataset_data(args.dataset, seed, fraction, args.data_dir, args.max_train_examples)
         else:
             source = {
+                "task": "sentiment",
                 # resolved, so that `evaluate RUN_DIR` works from any directory
                 "csv": str(Path(args.test_csv).resolve()) if args.test_csv else None,
                 "text_column": args.text_column,
@@ -140,20 +174,52 @@ def task_train(args):
             )
     except (DataError, DatasetError, steps.RunError) as error:
         raise UsageError(str(error)) from None
-    run_dir = Path(args.run_dir)
-    fresh = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / DATA_FILE).write_text(json.dumps(source), encoding="utf-8")
-    try:
-        steps.train(config, data, run_dir, init_from=args.init_from)
-    except BaseException:
-        # a new run stopped before its first backup leaves nothing to resume: remove it whole;
-        # later, keep it, so that the same command resumes it
-        if fresh and not (run_dir / "backup").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    with new_run(args.run_dir, source) as run_dir:
+        try:
+            steps.train(config, data, run_dir, init_from=args.init_from, init_encoder_from=args.init_encoder_from)
+        except steps.RunError as error:
+            raise UsageError(str(error)) from None
     if data.test is not None:
         print_metrics(steps.evaluate(run_dir, data.test))
+
+
+def train_language_model(args):
+    from nlptool.data import DatasetError
+    from nlptool.tasks import language_model_steps as steps
+    from nlptool.tasks.language_model import LanguageModelConfig
+
+    if args.init_from or args.init_encoder_from or args.label_column:
+        raise UsageError("--init-from, --init-encoder-from and --label-column are for sentiment runs.")
+    config = resolve_config(LanguageModelConfig, args)
+    resolved = lambda path: str(Path(path).resolve()) if path else None  # noqa: E731
+    try:
+        if args.dataset:
+            corpus = steps.dataset_corpus(args.dataset, args.data_dir, args.max_train_examples)
+            source = {"task": "language-model", "dataset": args.dataset, "data_dir": resolved(args.data_dir)}
+        else:
+            if args.csv and not args.text_column:
+                raise UsageError("--csv needs --text-column for a language model.")
+            corpus = steps.text_corpus(
+                args.text_file or args.csv, args.validation_file, args.test_file, column=args.text_column
+            )
+            if args.max_train_examples:
+                corpus.train = corpus.train[: args.max_train_examples]
+            source = {"task": "language-model", "test_file": resolved(args.test_file), "column": args.text_column}
+    except (DatasetError, steps.RunError) as error:
+        raise UsageError(str(error)) from None
+    with new_run(args.run_dir, source) as run_dir:
+        steps.train(config, corpus, run_dir)
+    if corpus.test is not None:
+        print_lm_metrics(steps.evaluate(run_dir, corpus.test))
+
+
+def print_lm_metrics(metrics):
+    extra = "".join(
+        f", {name.replace('_', ' ')} {metrics[name]:.4f}"
+        for name in ("bits_per_character", "bits_per_byte", "word_perplexity")
+        if name in metrics
+    )
+    print(f"{metrics['split']}: {metrics['tokens']:,} tokens, perplexity {metrics['perplexity']:.2f}{extra}")
 
 
 def print_metrics(metrics):
@@ -164,6 +230,38 @@ def print_metrics(metrics):
 
 
 def task_evaluate(args):
+    if run_source(args.run_dir)["task"] == "language-model":
+        return evaluate_language_model(args)
+    return evaluate_sentiment(args)
+
+
+def evaluate_language_model(args):
+    from nlptool.data import DatasetError
+    from nlptool.tasks import language_model_steps as steps
+
+    source = run_source(args.run_dir)
+    try:
+        if args.text_file or args.csv:
+            path, column = args.text_file or args.csv, args.text_column if args.csv else None
+            lines = steps.text_corpus(path, validation_path=path, column=column).train
+            split = path
+        elif args.dataset or source.get("dataset"):
+            name = args.dataset or source["dataset"]
+            split = args.split or "test"
+            if split not in steps.LM_SPLITS:
+                raise UsageError(f"A language-model corpus has the splits {list(steps.LM_SPLITS)}, not {split!r}.")
+            lines = steps.datasets.load(name, split, data_dir=args.data_dir or source.get("data_dir"))["text"].tolist()
+        elif source.get("test_file"):
+            lines = steps.text_corpus(source["test_file"], source["test_file"], column=source.get("column")).train
+            split = source["test_file"]
+        else:
+            raise UsageError("Name the text to evaluate on: --dataset NAME, --text-file FILE or --csv FILE.")
+        print_lm_metrics(steps.evaluate(args.run_dir, lines, split))
+    except (DatasetError, steps.RunError) as error:
+        raise UsageError(str(error)) from None
+
+
+def evaluate_sentiment(args):
     import json
 
     from nlptool.data import DatasetError, datasets
@@ -196,13 +294,20 @@ def task_evaluate(args):
 
 def task_export(args):
     from nlptool.export import ExportError
-    from nlptool.tasks import sentiment_steps as steps
 
+    if run_source(args.run_dir)["task"] == "language-model":
+        from nlptool.tasks import language_model_steps as steps
+
+        signatures = "serving_default, generate, beam_search, generation_defaults"
+    else:
+        from nlptool.tasks import sentiment_steps as steps
+
+        signatures = "serving_default, class_names"
     try:
         path = steps.export(args.run_dir, args.out, overwrite=args.overwrite)
     except (ExportError, steps.RunError) as error:
         raise UsageError(str(error)) from None
-    print(f"wrote {path} (signatures: serving_default, class_names)")
+    print(f"wrote {path} (signatures: {signatures})")
 
 
 def task_predict(args):
@@ -216,25 +321,55 @@ def task_predict(args):
         print(f"{label}\t{probability:.4f}\t{text}")
 
 
+def task_generate(args):
+    from nlptool.tasks import language_model_steps as steps
+
+    try:
+        texts = steps.generate(
+            args.path,
+            args.prompt,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=args.seed,
+            beam_width=args.beam_width,
+        )
+    except steps.RunError as error:
+        raise UsageError(str(error)) from None
+    for prompt, text in zip(args.prompt, texts):
+        print(f"{prompt}\t{text}")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="nlptool", description="NLP on GRUs with Keras and TensorFlow.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a task model into a run directory")
-    train.add_argument("task", choices=["sentiment"])
+    train.add_argument("task", choices=["sentiment", "language-model"])
     source = train.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", help="a registered dataset: imdb, sst2")
+    source.add_argument(
+        "--dataset",
+        help="a registered dataset: imdb, sst2 (sentiment); ptb, wikitext2, tiny_shakespeare (language model)",
+    )
     source.add_argument("--csv", help="your training CSV")
+    source.add_argument("--text-file", help="language model: your training text, one line a row")
     train.add_argument("--text-column", help="the CSV column holding the text")
     train.add_argument("--label-column", help="the CSV column holding the label")
     train.add_argument("--validation-csv", help="validation CSV (default: a stratified share of --csv)")
     train.add_argument("--test-csv", help="test CSV, evaluated after training")
+    train.add_argument("--validation-file", help="language model: validation text (default: the last 5%% of lines)")
+    train.add_argument("--test-file", help="language model: test text, evaluated after training")
     train.add_argument("--config", action="append", help="YAML config; several merge, the last wins")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
     train.add_argument("--epochs", type=int, help="shorthand for --set training.epochs=N")
     train.add_argument("--max-train-examples", type=int, help="train on the first N training examples")
     train.add_argument("--data-dir", help="where datasets are looked for first")
     train.add_argument("--init-from", help="start from this run's tokeniser and weights (fine-tuning)")
+    train.add_argument(
+        "--init-encoder-from",
+        help="sentiment: start from this language-model run's tokeniser, embedding and GRU layers",
+    )
     train.add_argument("--run-dir", required=True)
     train.set_defaults(run=task_train)
 
@@ -244,6 +379,7 @@ def build_parser():
     evaluate.add_argument("--split")
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--csv")
+    evaluate.add_argument("--text-file", help="language model: a text file, one line a row")
     evaluate.add_argument("--text-column", default="text")
     evaluate.add_argument("--label-column", default="label")
     evaluate.set_defaults(run=task_evaluate)
@@ -258,6 +394,17 @@ def build_parser():
     predict.add_argument("path", help="a run directory or an exported SavedModel")
     predict.add_argument("text", nargs="+")
     predict.set_defaults(run=task_predict)
+
+    generate = commands.add_parser("generate", help="continue prompts with a language-model run or export")
+    generate.add_argument("path", help="a run directory or an exported SavedModel")
+    generate.add_argument("prompt", nargs="+")
+    generate.add_argument("--max-new-tokens", type=int, help="tokens to add (default: the run's config)")
+    generate.add_argument("--temperature", type=float, help="sampling temperature; 0 is greedy")
+    generate.add_argument("--top-k", type=int, help="sample among the k most probable tokens (0: all)")
+    generate.add_argument("--top-p", type=float, help="sample within this probability mass (1: all)")
+    generate.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
+    generate.add_argument("--beam-width", type=int, help="beam search with this many beams instead of sampling")
+    generate.set_defaults(run=task_generate)
     tokenizer = commands.add_parser("tokenizer", help="train and try tokenisers")
     actions = tokenizer.add_subparsers(dest="action", required=True)
 
@@ -282,7 +429,12 @@ def main(argv=None):
     # progress of long jobs (tokeniser training reads, ...) goes to stderr
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("nlptool").setLevel(logging.INFO)
-    if getattr(args, "csv", None) and args.command == "train" and not (args.text_column and args.label_column):
+    if (
+        getattr(args, "csv", None)
+        and args.command == "train"
+        and args.task == "sentiment"
+        and not (args.text_column and args.label_column)
+    ):
         print("nlptool: error: --csv needs --text-column and --label-column", file=sys.stderr)
         return 2
     try:

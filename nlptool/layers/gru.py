@@ -455,6 +455,31 @@ class GRU(keras.layers.Layer):
             return output, tf.cast(final_state, self.compute_dtype)
         return output
 
+    def step(self, inputs, state):
+        """One time step: `inputs` (batch, features) and `state` (batch,
+        units) -> the new state (batch, units), with this layer's weights.
+
+        For decoders that feed each output back as the next input (sampling,
+        beam search, attention decoders): it runs anywhere a tf.function
+        does, with no XLA and no cuDNN, so exported decoders stay portable.
+        Dropout does not apply; go_backwards has no meaning for one step.
+        """
+        dtype = tf.float64 if inputs.dtype == tf.float64 else tf.float32
+        kernel, recurrent_kernel, in_bias, rec_bias = self._weights_for(dtype)
+        xp = tf.matmul(tf.cast(inputs, dtype), kernel)
+        if in_bias is not None:
+            xp = xp + in_bias
+        h, _, _, _ = gru_kernels.reference_step(
+            xp,
+            tf.cast(state, dtype),
+            recurrent_kernel,
+            rec_bias,
+            self.reset_after,
+            self.activation,
+            self.recurrent_activation,
+        )
+        return tf.cast(h, self.compute_dtype)
+
     def gate_activations(self, sequences, mask=None, initial_state=None):
         """Per-step gate values for plots, computed by the reference path.
 

@@ -29,6 +29,22 @@ CUDNN_OP = tf.raw_ops.CudnnRNNV3
 # --------------------------------------------------------------------------
 
 
+def reference_step(xp_t, h, rk, rb, reset_after, activation, recurrent_activation, rec_mask=None):
+    """One GRU step from the input side of the gates `xp_t` (batch, 3 units),
+    x_t @ kernel + input bias, and the state `h`. Returns (h_new, z, r, candidate)."""
+    z_x, r_x, h_x = tf.split(xp_t, 3, axis=-1)
+    u_z, u_r, u_h = tf.split(rk, 3, axis=-1)
+    c_z, c_r, c_h = (0.0, 0.0, 0.0) if rb is None else tf.split(rb, 3)
+    h_in = h if rec_mask is None else h * rec_mask
+    z = recurrent_activation(z_x + tf.matmul(h_in, u_z) + c_z)
+    r = recurrent_activation(r_x + tf.matmul(h_in, u_r) + c_r)
+    if reset_after:
+        candidate = activation(h_x + r * (tf.matmul(h_in, u_h) + c_h))
+    else:
+        candidate = activation(h_x + tf.matmul(r * h_in, u_h))
+    return z * h + (1.0 - z) * candidate, z, r, candidate
+
+
 def reference_sequence(x, kernel, in_bias, h0, rk, rb, mask, rec_mask, reset_after, activation, recurrent_activation):
     """Run the GRU step by step on time-major `x`. Returns (hs, gates) with
     gates a dict of (time, batch, units) tensors z, r, candidate (zero at
@@ -41,19 +57,9 @@ def reference_sequence(x, kernel, in_bias, h0, rk, rb, mask, rec_mask, reset_aft
     if in_bias is not None:
         xp = xp + in_bias
     steps = tf.shape(xp)[0]
-    rb3 = None if rb is None else tf.split(rb, 3)
 
     def step(xp_t, h):
-        z_x, r_x, h_x = tf.split(xp_t, 3, axis=-1)
-        u_z, u_r, u_h = tf.split(rk, 3, axis=-1)
-        h_in = h if rec_mask is None else h * rec_mask
-        z = recurrent_activation(z_x + tf.matmul(h_in, u_z) + (0.0 if rb3 is None else rb3[0]))
-        r = recurrent_activation(r_x + tf.matmul(h_in, u_r) + (0.0 if rb3 is None else rb3[1]))
-        if reset_after:
-            candidate = activation(h_x + r * (tf.matmul(h_in, u_h) + (0.0 if rb3 is None else rb3[2])))
-        else:
-            candidate = activation(h_x + tf.matmul(r * h_in, u_h))
-        return z * h + (1.0 - z) * candidate, z, r, candidate
+        return reference_step(xp_t, h, rk, rb, reset_after, activation, recurrent_activation, rec_mask)
 
     def body(t, h, hs_ta, z_ta, r_ta, c_ta):
         h_new, z, r, c = step(xp[t], h)

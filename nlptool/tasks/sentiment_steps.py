@@ -3,7 +3,9 @@ evaluate -> export. `recipes/sentiment.py` and `nlptool train sentiment`
 both run these functions, so the two never drift apart.
 """
 
+import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import keras
@@ -25,6 +27,7 @@ from nlptool.tokenizers.files import TOKENIZER_FILE, load_tokenizer, save_tokeni
 TEST_SPLITS = {"imdb": "test", "sst2": "dev"}
 LABELS_FILE = "labels.json"
 CONFIG_FILE = "config.yaml"
+logger = logging.getLogger("nlptool.sentiment")
 
 
 class RunError(RuntimeError):
@@ -119,19 +122,33 @@ def load_run(run_dir):
 # === Training ===
 
 
-def train(config, data, run_dir, init_from=None, verbose=2):
+def train(config, data, run_dir, init_from=None, init_encoder_from=None, verbose=2):
     """Train a classifier into `run_dir`; returns (model, tokenizer).
 
     With `init_from` (an earlier run directory) the tokeniser and all
     weights start from that run; when the label set differs, the classifier
-    head is rebuilt and the rest kept. Running `train` again on an
-    interrupted run directory resumes it.
+    head is rebuilt and the rest kept. With `init_encoder_from` (a
+    language-model run) the tokeniser, the embedding and the GRU layers start
+    from the language model (see `transfer_encoder`). Running `train` again
+    on an interrupted run directory resumes it.
     """
+    if init_from is not None and init_encoder_from is not None:
+        raise RunError("Pass either init_from (a sentiment run) or init_encoder_from (a language model), not both.")
     keras.utils.set_random_seed(config.training.seed)
     run_dir = Path(run_dir)
     label_map = data.label_map
     if init_from is not None:
         _, tokenizer, old_labels, old_model = load_run(init_from)
+    elif init_encoder_from is not None:
+        from nlptool.tasks import language_model_steps
+
+        lm_config, tokenizer, language_model = language_model_steps.load_run(init_encoder_from)
+        config = dataclasses.replace(
+            config,
+            model=dataclasses.replace(
+                config.model, embedding_dim=lm_config.model.embedding_dim, units=lm_config.model.units
+            ),
+        )
     else:
         tokenizer = make_tokenizer(config).train(data.train["text"])
     save_run_files(run_dir, config, tokenizer, label_map)
@@ -143,6 +160,9 @@ def train(config, data, run_dir, init_from=None, verbose=2):
             if layer.name == "classifier" and not same_labels:
                 continue  # a new head for a new label set
             layer.set_weights(old_model.get_layer(layer.name).get_weights())
+    elif init_encoder_from is not None:
+        transferred = transfer_encoder(language_model, model)
+        logger.info("started from %s: %s", init_encoder_from, ", ".join(transferred))
     model.compile(
         optimizer=keras.optimizers.Adam(config.training.learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -177,6 +197,36 @@ def train(config, data, run_dir, init_from=None, verbose=2):
         verbose=verbose,
     )
     return model, tokenizer
+
+
+def transfer_encoder(language_model, model):
+    """Copy a language model's embedding and GRU weights into the
+    classifier `model` (built with the language model's embedding size and
+    units); returns the names of the layers that received weights.
+
+    The embedding always transfers. GRU layer i takes the language model's
+    layer i where the shapes agree: every layer of a unidirectional stack
+    (up to the language model's depth); in a bidirectional stack, the
+    forward direction of the first layer (the backward direction reads the
+    text the other way round, and deeper layers take both directions as
+    input, so neither matches a left-to-right language model).
+    """
+    model.get_layer("embedding").set_weights(language_model.embedding.get_weights())
+    transferred = ["embedding"]
+    for index, source in enumerate(language_model.grus):
+        try:
+            layer = model.get_layer(f"bidirectional_{index}")
+            target = layer.forward_layer
+        except ValueError:
+            try:
+                target = model.get_layer(f"gru_{index}")
+            except ValueError:
+                break  # the classifier has fewer layers
+        if [w.shape for w in target.weights] != [w.shape for w in source.weights]:
+            break
+        target.set_weights(source.get_weights())
+        transferred.append(target.path)
+    return transferred
 
 
 # === Evaluation ===

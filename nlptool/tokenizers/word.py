@@ -6,7 +6,7 @@ import collections
 import keras
 import tensorflow as tf
 
-from nlptool.tokenizers.base import FIRST_ID, UNK_ID, Tokenizer, batched
+from nlptool.tokenizers.base import FIRST_ID, RESERVED_TOKENS, UNK_ID, Tokenizer, batched
 
 # RE2: any Unicode punctuation or symbol character becomes its own token
 PUNCTUATION = r"([\p{P}\p{S}])"
@@ -65,7 +65,7 @@ class WordTokenizer(Tokenizer):
         tokens = tf.constant(vocabulary, tf.string) if vocabulary else tf.zeros([0], tf.string)
         ids = tf.range(FIRST_ID, FIRST_ID + len(vocabulary), dtype=tf.int32)
         self._table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(tokens, ids), default_value=UNK_ID)
-        self._tokens = tf.concat([tf.constant(["<pad>", "<unk>", "<s>", "</s>"]), tokens], axis=0)
+        self._tokens = tf.concat([tf.constant(RESERVED_TOKENS), tokens], axis=0)
 
     def split(self, strings):
         """(batch,) strings -> ragged (batch, None) normalised token strings."""
@@ -80,7 +80,8 @@ class WordTokenizer(Tokenizer):
         counts = collections.Counter()
         for batch in batched(texts):
             counts.update(t.decode("utf-8") for t in split(tf.constant(batch)).flat_values.numpy())
-        kept = [(token, n) for token, n in counts.items() if n >= self.min_frequency]
+        # a reserved token written in the text ("<unk>" in PTB and WikiText-2) keeps its reserved meaning
+        kept = [(t, n) for t, n in counts.items() if n >= self.min_frequency and t not in RESERVED_TOKENS]
         kept.sort(key=lambda item: (-item[1], item[0]))  # most frequent first, ties alphabetical
         if self.max_size is not None:
             kept = kept[: self.max_size]

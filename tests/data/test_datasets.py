@@ -3,7 +3,6 @@
 import dataclasses
 import hashlib
 import io
-import os
 import tarfile
 import zipfile
 from pathlib import Path
@@ -148,6 +147,11 @@ def test_the_mirror_reads_with_the_published_sizes(monkeypatch):
 
 def test_registered_sources_are_complete():
     for dataset in datasets.REGISTRY.values():
-        assert dataset.source.url.startswith("https://")
-        assert len(dataset.source.sha256) == 64 and dataset.source.size > 0
-        assert os.path.splitext(next(iter(dataset.files.values())))[1] in (".csv", ".tsv")
+        sources = dataset.source.values() if isinstance(dataset.source, dict) else [dataset.source]
+        for source in sources:
+            assert source.url.startswith("https://")
+            assert len(source.sha256) == 64 and (source.size is None or source.size > 0)
+        if isinstance(dataset.source, dict):  # plain files: exactly the dataset's files, nothing to prepare
+            assert set(dataset.source) == set(dataset.files.values()) and dataset.prepare is None
+        else:
+            assert dataset.prepare is not None
