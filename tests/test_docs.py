@@ -9,6 +9,7 @@ import pytest
 @pytest.mark.parametrize(
     "module",
     [
+        "nlptool.layers.attention",
         "nlptool.layers.gru",
         "nlptool.tokenizers.byte",
         "nlptool.tokenizers.char",

@@ -101,8 +101,18 @@ def training_texts(lines, unit):
 
 
 def _pieces(lines):
-    text = "\n".join(lines) + "\n"
-    return [text[i : i + CHUNK_CHARACTERS] for i in range(0, len(text), CHUNK_CHARACTERS)]
+    """The text (every line followed by its newline) in pieces of whole lines
+    of about CHUNK_CHARACTERS, so that no piece boundary splits a word."""
+    pieces, piece, size = [], [], 0
+    for line in lines:
+        piece.append(line + "\n")
+        size += len(line) + 1
+        if size >= CHUNK_CHARACTERS:
+            pieces.append("".join(piece))
+            piece, size = [], 0
+    if piece:
+        pieces.append("".join(piece))
+    return pieces
 
 
 def token_stream(tokenizer, lines, unit):

@@ -143,8 +143,12 @@ def train(config, data, run_dir, init_from=None, init_encoder_from=None, verbose
         from nlptool.tasks import language_model_steps
 
         lm_config, tokenizer, language_model = language_model_steps.load_run(init_encoder_from)
+        # the classifier takes the language model's sizes and tokeniser, and says so in its config.yaml
         config = dataclasses.replace(
             config,
+            tokenizer=dataclasses.replace(
+                config.tokenizer, kind=lm_config.tokenizer.kind, vocab_size=tokenizer.vocabulary_size()
+            ),
             model=dataclasses.replace(
                 config.model, embedding_dim=lm_config.model.embedding_dim, units=lm_config.model.units
             ),

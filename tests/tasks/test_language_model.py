@@ -217,6 +217,11 @@ def test_token_stream_does_not_depend_on_batching_or_chunking(monkeypatch):
     monkeypatch.setattr(steps, "CHUNK_CHARACTERS", 3)
     np.testing.assert_array_equal(steps.token_stream(words, lines, "line"), expected_words)
     np.testing.assert_array_equal(steps.token_stream(chars, lines, "text"), expected_chars)
+    # pieces end at line ends, so a word tokeniser reading "text" never sees a word cut in two
+    # (4 characters would cut "ab" of the third line)
+    monkeypatch.setattr(steps, "CHUNK_CHARACTERS", 4)
+    whole_text = [END_ID] + words(["\n".join(lines)]).numpy()[0].tolist()
+    assert steps.token_stream(words, lines, "text").tolist() == whole_text
 
 
 # === 3. truncated BPTT carries the state ===
