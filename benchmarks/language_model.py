@@ -68,13 +68,13 @@ def generation_speed(module, batch):
     return batch * GENERATION_TOKENS / statistics.median(times)
 
 
-def run(corpus_name, overrides):
+def run(corpus_name, overrides, max_train_lines=None):
     config = config_lib.resolve(
         LanguageModelConfig, [ROOT / "recipes" / "configs" / f"language_model_{corpus_name}.yaml"], overrides
     )
     run_dir = ROOT / "runs" / f"bench_lm_{corpus_name}"
     shutil.rmtree(run_dir, ignore_errors=True)  # from scratch, not resumed
-    corpus = steps.dataset_corpus(corpus_name)
+    corpus = steps.dataset_corpus(corpus_name, max_train_lines=max_train_lines)
     steps.train(config, corpus, run_dir)
     trained = json.loads((run_dir / "training.json").read_text())
     metrics = steps.evaluate(run_dir, corpus.test)
@@ -85,6 +85,7 @@ def run(corpus_name, overrides):
     row = {
         "corpus": corpus_name,
         "config": config_lib.to_dict(config),
+        "train_lines": len(corpus.train),
         "train_tokens": trained["train_tokens"],
         "train_seconds": round(trained["seconds"], 1),
         "epochs_run": trained["epochs"],
@@ -114,13 +115,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpora", nargs="+", default=["ptb"], choices=sorted(PROMPTS))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--max-train-lines", type=int, help="train on the first N lines of the training split")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "language_model.json"))
     args = parser.parse_args()
     out = Path(args.out)
     previous = json.loads(out.read_text())["rows"] if out.is_file() else []
     rows = {row["corpus"]: row for row in previous}
     for name in args.corpora:
-        rows[name] = run(name, args.set)
+        rows[name] = run(name, args.set, args.max_train_lines)
         rows[name]["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result = {
         "benchmark": "language_model",

@@ -89,7 +89,7 @@ class LanguageModelConfig:
 # === Token streams ===
 
 
-def stream_windows(stream, batch_size, window):
+def stream_windows(stream, batch_size):
     """The stream (a 1-D array of ids) laid out as `batch_size` contiguous
     columns for truncated BPTT: (inputs, targets), each (batch_size, rows),
     where targets are the inputs shifted by one token. The tail is padded
@@ -110,7 +110,7 @@ def stream_windows(stream, batch_size, window):
 def window_dataset(stream, batch_size, window):
     """A tf.data.Dataset of ((ids, reset), targets) windows over `stream`, in
     order (see `stream_windows`); ids and targets are (batch_size, <= window)."""
-    inputs, targets = stream_windows(stream, batch_size, window)
+    inputs, targets = stream_windows(stream, batch_size)
     starts = list(range(0, inputs.shape[1], window))
 
     def generate():
@@ -322,7 +322,7 @@ def stream_nll(model, stream, batch_size=1, window=200):
     under `model`, carrying state across windows: every token after the first
     is predicted from all of the tokens before it in its column (with the
     default single column, from everything before it in the stream)."""
-    inputs, targets = stream_windows(stream, batch_size, window)
+    inputs, targets = stream_windows(stream, batch_size)
 
     @tf.function(reduce_retracing=True)
     def run(ids, targets, states):

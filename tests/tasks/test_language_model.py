@@ -169,12 +169,12 @@ def test_stream_nll_matches_a_hand_computation_for_every_layout(bigram):
 
 
 def test_stream_windows_predicts_every_token_but_the_first_once():
-    inputs, targets = stream_windows(STREAM, batch_size=3, window=2)
+    inputs, targets = stream_windows(STREAM, batch_size=3)
     assert inputs.shape == targets.shape == (3, 5)
     np.testing.assert_array_equal(inputs.reshape(-1), list(STREAM[:-1]) + [PAD_ID, PAD_ID])
     np.testing.assert_array_equal(targets.reshape(-1), list(STREAM[1:]) + [PAD_ID, PAD_ID])
     with pytest.raises(ValueError, match="at least 2 tokens"):
-        stream_windows([3], 1, 1)
+        stream_windows([3], 1)
 
 
 def test_a_uniform_language_model_has_perplexity_equal_to_its_vocabulary_size():
@@ -238,7 +238,7 @@ def small_model():
 
 def full_pass(model, stream, batch_size):
     """(nll sum, tokens, final states) of one call over the whole layout, by numpy."""
-    inputs, targets = stream_windows(stream, batch_size, window=len(stream))
+    inputs, targets = stream_windows(stream, batch_size)
     logits, states = model(tf.constant(inputs))
     logits = logits.numpy().astype(np.float64)
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
