@@ -18,6 +18,7 @@ of 5 timed calls after a warm-up.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -33,7 +34,7 @@ import tensorflow as tf
 
 from nlptool import config as config_lib
 from nlptool.tasks import language_model_steps as steps
-from nlptool.tasks.language_model import LanguageModelConfig
+from nlptool.tasks.language_model import LanguageModelConfig, LanguageModelServing
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"ptb": {"perplexity": 105.0, "train_seconds": 3600}}
@@ -46,6 +47,7 @@ GENERATION_TOKENS = 64
 
 
 def generation_speed(module, batch):
+    """New tokens per second of `module.generate` for `batch` prompts."""
     prompts = tf.constant(["the"] * batch)
     args = dict(
         max_new_tokens=tf.constant(GENERATION_TOKENS),
@@ -54,17 +56,12 @@ def generation_speed(module, batch):
         top_p=tf.constant(1.0),
         seed=tf.constant(1, tf.int64),
     )
-    end_id = module.end_id
-    module.end_id = -1  # every row runs the full length
-    try:
-        module.generate(prompts, **args)  # trace and warm up
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            module.generate(prompts, **args)["ids"].numpy()
-            times.append(time.perf_counter() - start)
-    finally:
-        module.end_id = end_id
+    module.generate(prompts, **args)  # trace and warm up
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        module.generate(prompts, **args)["ids"].numpy()
+        times.append(time.perf_counter() - start)
     return batch * GENERATION_TOKENS / statistics.median(times)
 
 
@@ -80,7 +77,8 @@ def run(corpus_name, overrides, max_train_lines=None):
     metrics = steps.evaluate(run_dir, corpus.test)
     history = (run_dir / "history.csv").read_text().splitlines()
     _, tokenizer, model = steps.load_run(run_dir)
-    module = steps.serving_module(config, tokenizer, model)
+    # every row runs the full length: no stop at </s>
+    module = LanguageModelServing(tokenizer, model, dataclasses.replace(config.generation, stop_at_end=False))
     samples = steps.generate(run_dir, PROMPTS[corpus_name], seed=7)
     row = {
         "corpus": corpus_name,

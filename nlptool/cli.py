@@ -122,6 +122,11 @@ def new_run(run_dir, source):
         raise
 
 
+def absolute(path):
+    """`path` made absolute (None stays None), so that data.json works from any directory."""
+    return str(Path(path).resolve()) if path else None
+
+
 def run_source(run_dir):
     """What data.json says about a run (task, data); sentiment for runs that predate the task key."""
     import json
@@ -151,14 +156,13 @@ def train_sentiment(args):
     # read and check all the data before anything is written
     try:
         if args.dataset:
-            data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
-            source = {"task": "sentiment", "dataset": args.dataset, "data_dir": data_dir}
+            source = {"task": "sentiment", "dataset": args.dataset, "data_dir": absolute(args.data_dir)}
             data = steps.dataset_data(args.dataset, seed, fraction, args.data_dir, args.max_train_examples)
         else:
             source = {
                 "task": "sentiment",
                 # resolved, so that `evaluate RUN_DIR` works from any directory
-                "csv": str(Path(args.test_csv).resolve()) if args.test_csv else None,
+                "csv": absolute(args.test_csv),
                 "text_column": args.text_column,
                 "label_column": args.label_column,
             }
@@ -191,11 +195,10 @@ def train_language_model(args):
     if args.init_from or args.init_encoder_from or args.label_column:
         raise UsageError("--init-from, --init-encoder-from and --label-column are for sentiment runs.")
     config = resolve_config(LanguageModelConfig, args)
-    resolved = lambda path: str(Path(path).resolve()) if path else None  # noqa: E731
     try:
         if args.dataset:
             corpus = steps.dataset_corpus(args.dataset, args.data_dir, args.max_train_examples)
-            source = {"task": "language-model", "dataset": args.dataset, "data_dir": resolved(args.data_dir)}
+            source = {"task": "language-model", "dataset": args.dataset, "data_dir": absolute(args.data_dir)}
         else:
             if args.csv and not args.text_column:
                 raise UsageError("--csv needs --text-column for a language model.")
@@ -204,7 +207,7 @@ def train_language_model(args):
             )
             if args.max_train_examples:
                 corpus.train = corpus.train[: args.max_train_examples]
-            source = {"task": "language-model", "test_file": resolved(args.test_file), "column": args.text_column}
+            source = {"task": "language-model", "test_file": absolute(args.test_file), "column": args.text_column}
     except (DatasetError, steps.RunError) as error:
         raise UsageError(str(error)) from None
     with new_run(args.run_dir, source) as run_dir:
@@ -236,28 +239,29 @@ def task_evaluate(args):
 
 
 def evaluate_language_model(args):
-    from nlptool.data import DatasetError
+    from nlptool.data import DatasetError, datasets
+    from nlptool.data.csv import DataError
+    from nlptool.data.text import read_lines
     from nlptool.tasks import language_model_steps as steps
 
     source = run_source(args.run_dir)
     try:
         if args.text_file or args.csv:
-            path, column = args.text_file or args.csv, args.text_column if args.csv else None
-            lines = steps.text_corpus(path, validation_path=path, column=column).train
-            split = path
+            split = args.text_file or args.csv
+            lines = read_lines(split, args.text_column if args.csv else None)
         elif args.dataset or source.get("dataset"):
             name = args.dataset or source["dataset"]
             split = args.split or "test"
             if split not in steps.LM_SPLITS:
                 raise UsageError(f"A language-model corpus has the splits {list(steps.LM_SPLITS)}, not {split!r}.")
-            lines = steps.datasets.load(name, split, data_dir=args.data_dir or source.get("data_dir"))["text"].tolist()
+            lines = datasets.load(name, split, data_dir=args.data_dir or source.get("data_dir"))["text"].tolist()
         elif source.get("test_file"):
-            lines = steps.text_corpus(source["test_file"], source["test_file"], column=source.get("column")).train
             split = source["test_file"]
+            lines = read_lines(split, source.get("column"))
         else:
             raise UsageError("Name the text to evaluate on: --dataset NAME, --text-file FILE or --csv FILE.")
         print_lm_metrics(steps.evaluate(args.run_dir, lines, split))
-    except (DatasetError, steps.RunError) as error:
+    except (DataError, DatasetError, steps.RunError) as error:
         raise UsageError(str(error)) from None
 
 

@@ -1,6 +1,7 @@
 """Writing files whole or not at all."""
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -33,3 +34,8 @@ def write_atomically(path, write):
             os.unlink(temporary)
         raise
     return path
+
+
+def write_json(path, payload):
+    """Create or replace `path` with `payload` as UTF-8 JSON, atomically."""
+    return write_atomically(path, lambda stream: json.dump(payload, stream, ensure_ascii=False, indent=1))

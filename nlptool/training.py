@@ -25,6 +25,19 @@ import numpy as np
 import tensorflow as tf
 
 CHECKPOINT = "checkpoints/best.weights.h5"
+CONFIG_FILE = "config.yaml"
+
+
+class RunError(RuntimeError):
+    """A run directory is missing, incomplete or does not fit the request."""
+
+
+def require_files(run_dir, names, kind):
+    """Raise RunError unless `run_dir` holds every file in `names`; `kind`
+    names the run in the message ("sentiment", "language-model")."""
+    missing = [name for name in names if not (Path(run_dir) / name).is_file()]
+    if missing:
+        raise RunError(f"{run_dir} is not a finished {kind} run: it lacks {missing}.")
 
 
 class EpochCounter(keras.callbacks.Callback):

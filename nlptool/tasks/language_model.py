@@ -22,8 +22,9 @@ import numpy as np
 import tensorflow as tf
 from keras.src.utils import tracking
 
+from nlptool import decoding
 from nlptool.layers import GRU
-from nlptool.tokenizers import END_ID, PAD_ID
+from nlptool.tokenizers import END_ID, PAD_ID, START_ID
 
 
 @dataclasses.dataclass
@@ -45,9 +46,6 @@ class ModelConfig:
     layers: int = 2
     dropout: float = 0.4  # variational: on each GRU layer's input and on the last output
     tie_weights: bool = True  # the softmax reuses the embedding matrix
-    # the vocabulary projection's GEMMs in bfloat16 (about 1.7x faster on CPUs with
-    # AVX512-BF16, the largest cost of a word model); the loss stays in float32
-    softmax_dtype: Literal["float32", "bfloat16"] = "float32"
 
 
 @dataclasses.dataclass
@@ -125,10 +123,19 @@ def window_dataset(stream, batch_size, window):
 # === Model ===
 
 
-class Perplexity(keras.metrics.Metric):
-    """exp(mean negative log-likelihood per token) over all tokens seen."""
+def token_nll(logits, targets):
+    """(sum of negative log-likelihoods, number of targets) of a batch of
+    windows; padded targets (id 0) count for nothing."""
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
+    weights = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
+    return tf.reduce_sum(losses * weights), tf.reduce_sum(weights)
 
-    def __init__(self, name="perplexity", **kwargs):
+
+class TokenNLL(keras.metrics.Metric):
+    """Mean negative log-likelihood per token over all tokens seen (not per
+    window, so a short last window weighs by its tokens)."""
+
+    def __init__(self, name="nll", **kwargs):
         super().__init__(name=name, **kwargs)
         self.total = self.add_variable((), initializer="zeros", dtype="float64", name="total")
         self.count = self.add_variable((), initializer="zeros", dtype="float64", name="count")
@@ -138,7 +145,7 @@ class Perplexity(keras.metrics.Metric):
         self.count.assign_add(tf.cast(count, "float64"))
 
     def result(self):
-        return tf.exp(self.total / tf.maximum(self.count, 1.0))
+        return self.total / tf.maximum(self.count, 1.0)
 
 
 @keras.saving.register_keras_serializable(package="nlptool")
@@ -162,12 +169,10 @@ class LanguageModel(keras.Model):
         layers,
         dropout=0.0,
         tie_weights=True,
-        softmax_dtype="float32",
         seed=0,
         **kw,
     ):
         super().__init__(**kw)
-        self.softmax_dtype = softmax_dtype
         self.vocabulary_size = vocabulary_size
         self.embedding_dim = embedding_dim
         self.units = units
@@ -186,8 +191,7 @@ class LanguageModel(keras.Model):
             self.output_bias = self.add_weight((vocabulary_size,), initializer="zeros", name="output_bias")
         else:
             self.projection = keras.layers.Dense(vocabulary_size, name="softmax")
-        self.nll = Perplexity(name="perplexity")
-        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.nll = TokenNLL()
         self._carried = None
 
     # --- the network ---
@@ -217,10 +221,7 @@ class LanguageModel(keras.Model):
             return self.projection(outputs)
         if self.projection is not None:
             outputs = self.projection(outputs)
-        dtype = tf.as_dtype(self.softmax_dtype)
-        matrix = tf.cast(self.embedding.embeddings, dtype)
-        logits = tf.matmul(tf.cast(outputs, dtype), matrix, transpose_b=True)
-        return tf.cast(logits, tf.float32) + self.output_bias
+        return tf.matmul(outputs, self.embedding.embeddings, transpose_b=True) + self.output_bias
 
     def step(self, tokens, states):
         """One generation step: tokens (batch,) and the layers' states ->
@@ -247,44 +248,39 @@ class LanguageModel(keras.Model):
             for i in range(self.num_layers)
         ]
 
-    def _window(self, data, training):
+    def _window(self, data):
         (ids, reset), targets = data
         if self._carried is None:
             raise RuntimeError("Call `carry_states(batch_size)` before training or evaluating on windows.")
         states = [tf.where(reset, tf.zeros_like(v), v) for v in self._carried]
         return ids, targets, states
 
-    def _token_losses(self, logits, targets):
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
-        weights = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
-        return tf.reduce_sum(losses * weights), tf.reduce_sum(weights)
-
     def _record(self, nll_sum, count, states):
         for variable, state in zip(self._carried, states):
             variable.assign(tf.stop_gradient(state))
         self.nll.update_state(nll_sum, count)
-        self.loss_tracker.update_state(nll_sum / tf.maximum(count, 1.0), sample_weight=count)
-        return {"loss": self.loss_tracker.result(), "perplexity": self.nll.result()}
+        mean = self.nll.result()
+        return {"loss": mean, "perplexity": tf.exp(mean)}
 
     def train_step(self, data):
-        ids, targets, states = self._window(data, training=True)
+        ids, targets, states = self._window(data)
         with tf.GradientTape() as tape:
             logits, new_states = self(ids, states=states, training=True)
-            nll_sum, count = self._token_losses(logits, targets)
+            nll_sum, count = token_nll(logits, targets)
             loss = nll_sum / tf.maximum(count, 1.0)
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self._record(nll_sum, count, new_states)
 
     def test_step(self, data):
-        ids, targets, states = self._window(data, training=False)
+        ids, targets, states = self._window(data)
         logits, new_states = self(ids, states=states, training=False)
-        nll_sum, count = self._token_losses(logits, targets)
+        nll_sum, count = token_nll(logits, targets)
         return self._record(nll_sum, count, new_states)
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.nll]
+        return [self.nll]
 
     def get_config(self):
         return {
@@ -294,7 +290,6 @@ class LanguageModel(keras.Model):
             "layers": self.num_layers,
             "dropout": self.dropout,
             "tie_weights": self.tie_weights,
-            "softmax_dtype": self.softmax_dtype,
             "seed": self.seed,
             "name": self.name,
         }
@@ -309,7 +304,6 @@ def build_model(config, vocabulary_size):
         m.layers,
         dropout=m.dropout,
         tie_weights=m.tie_weights,
-        softmax_dtype=m.softmax_dtype,
         seed=config.training.seed,
         name="language_model",
     )
@@ -327,9 +321,7 @@ def stream_nll(model, stream, batch_size=1, window=200):
     @tf.function(reduce_retracing=True)
     def run(ids, targets, states):
         logits, states = model(ids, states=states, training=False)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
-        weights = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
-        return tf.reduce_sum(tf.cast(losses * weights, tf.float64)), tf.reduce_sum(weights), states
+        return (*token_nll(logits, targets), states)
 
     states = model.initial_states(batch_size)
     total, count = 0.0, 0.0
@@ -346,7 +338,8 @@ def stream_nll(model, stream, batch_size=1, window=200):
 class LanguageModelServing(tf.Module):
     """Prompt strings in, generated text out: the tokeniser, the model and
     the decoding loop in one graph (see `nlptool.decoding`). `text` is the
-    continuation of each prompt, as the tokeniser detokenises it.
+    continuation of each prompt, as the tokeniser detokenises it (up to the
+    first </s>, which is not text).
 
     A prompt is tokenised with </s> in front (as every sentence follows one
     in the training stream); all of it but its last token
@@ -354,12 +347,12 @@ class LanguageModelServing(tf.Module):
     batch), and its last token is the first input of the decoding loop.
     """
 
-    def __init__(self, tokenizer, model, generation, stop_at_end=True):
+    def __init__(self, tokenizer, model, generation):
         super().__init__(name="language_model_serving")
         self.tokenizer = tokenizer
         self.model = model
-        self.defaults = generation
-        self.end_id = END_ID if stop_at_end else -1
+        self.defaults = generation  # a GenerationConfig
+        self.end_id = END_ID if generation.stop_at_end else -1
 
     def prompt_states(self, prompts):
         """(states after all but the last prompt token, the last token) for a batch of prompts."""
@@ -376,16 +369,12 @@ class LanguageModelServing(tf.Module):
     def step(self, tokens, states):
         """The model's step, never proposing <pad> or <s> (they are not text),
         nor </s> when generation does not stop there."""
-        from nlptool.tokenizers import START_ID
-
         logits, states = self.model.step(tokens, states)
         banned = [PAD_ID, START_ID] + ([] if self.end_id == END_ID else [END_ID])
         banned = tf.one_hot(banned, tf.shape(logits)[-1], on_value=True, off_value=False)
         return tf.where(tf.reduce_any(banned, axis=0), tf.cast(-1e9, logits.dtype), logits), states
 
     def generate_ids(self, prompts, max_new_tokens, temperature, top_k, top_p, seed):
-        from nlptool import decoding
-
         states, last = self.prompt_states(prompts)
         tokens, lengths = decoding.sample(
             self.step,
@@ -401,16 +390,11 @@ class LanguageModelServing(tf.Module):
         return tokens, lengths
 
     def beam_ids(self, prompts, max_new_tokens, beam_width):
-        from nlptool import decoding
-
         states, last = self.prompt_states(prompts)
         tokens, scores, _ = decoding.beam_search(
             self.step, states, last, beam_width, max_new_tokens, end_id=self.end_id
         )
         return tokens[:, 0], scores[:, 0]
-
-    def _text(self, tokens):
-        return self.tokenizer.detokenize(tokens)  # stops at </s>, which is not text
 
     @tf.function(input_signature=[])
     def generation_defaults(self):
@@ -427,7 +411,7 @@ class LanguageModelServing(tf.Module):
     def serve(self, prompt):
         d = self.defaults
         tokens, _ = self.generate_ids(prompt, d.max_new_tokens, d.temperature, d.top_k, d.top_p, 0)
-        return {"text": self._text(tokens)}
+        return {"text": self.tokenizer.detokenize(tokens)}
 
     @tf.function(
         input_signature=[
@@ -441,7 +425,7 @@ class LanguageModelServing(tf.Module):
     )
     def generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed):
         tokens, lengths = self.generate_ids(prompt, max_new_tokens, temperature, top_k, top_p, seed)
-        return {"text": self._text(tokens), "ids": tokens, "lengths": lengths}
+        return {"text": self.tokenizer.detokenize(tokens), "ids": tokens, "lengths": lengths}
 
     @tf.function(
         input_signature=[
@@ -453,4 +437,4 @@ class LanguageModelServing(tf.Module):
     def beam_search(self, prompt, max_new_tokens, beam_width):
         """The most probable continuation found by a beam search (log-probability in `score`)."""
         tokens, scores = self.beam_ids(prompt, max_new_tokens, beam_width)
-        return {"text": self._text(tokens), "score": scores}
+        return {"text": self.tokenizer.detokenize(tokens), "score": scores}

@@ -5,7 +5,6 @@ functions.
 """
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from nlptool import training
 from nlptool.data import datasets
 from nlptool.data.csv import DataError
 from nlptool.data.text import read_lines
-from nlptool.files import write_atomically
+from nlptool.files import write_json
 from nlptool.tasks.language_model import (
     LanguageModelConfig,
     LanguageModelServing,
@@ -30,14 +29,10 @@ from nlptool.tasks.language_model import (
 )
 from nlptool.tokenizers import END_ID, PAD_ID
 from nlptool.tokenizers.files import TOKENIZER_FILE, load_tokenizer, save_tokenizer
+from nlptool.training import CONFIG_FILE, RunError
 
-CONFIG_FILE = "config.yaml"
-CHUNK_CHARACTERS = 10_000  # "text" unit corpora are tokenised in pieces of this many characters
+CHUNK_CHARACTERS = 10_000  # "text" unit corpora are tokenised in pieces of whole lines of about this size
 TOKENIZE_BATCH = 2048
-
-
-class RunError(RuntimeError):
-    """A run directory is missing, incomplete or does not fit the request."""
 
 
 @dataclasses.dataclass
@@ -152,19 +147,12 @@ def word_count(lines, unit):
 def load_run(run_dir):
     """(config, tokenizer, model with the best weights) of a run."""
     run_dir = Path(run_dir)
-    needed = [CONFIG_FILE, TOKENIZER_FILE, training.CHECKPOINT]
-    missing = [name for name in needed if not (run_dir / name).is_file()]
-    if missing:
-        raise RunError(f"{run_dir} is not a finished language-model run: it lacks {missing}.")
+    training.require_files(run_dir, [CONFIG_FILE, TOKENIZER_FILE, training.CHECKPOINT], "language-model")
     config = config_lib.resolve(LanguageModelConfig, [run_dir / CONFIG_FILE])
     tokenizer = load_tokenizer(run_dir)
     model = build_model(config, tokenizer.vocabulary_size())
     model.load_weights(run_dir / training.CHECKPOINT)
     return config, tokenizer, model
-
-
-def _write_json(path, payload):
-    write_atomically(path, lambda stream: json.dump(payload, stream, ensure_ascii=False, indent=1))
 
 
 # === Training ===
@@ -235,7 +223,7 @@ def train(config, corpus, run_dir, verbose=2):
         verbose=verbose,
     )
     seconds = time.monotonic() - started
-    _write_json(
+    write_json(
         run_dir / "training.json",
         {"seconds": seconds, "train_tokens": int(len(train_stream)), "epochs": len(model.history.epoch)},
     )
@@ -268,21 +256,17 @@ def evaluate(run_dir, lines, split_name="test"):
     if config.tokenizer.kind in ("char", "byte"):
         name = "bits_per_character" if config.tokenizer.kind == "char" else "bits_per_byte"
         metrics[name] = nll / tokens / math.log(2)
-    _write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 
 # === Generation, export ===
 
 
-def serving_module(config, tokenizer, model):
-    return LanguageModelServing(tokenizer, model, config.generation, stop_at_end=config.generation.stop_at_end)
-
-
 def export(run_dir, out_dir, overwrite=False):
     """The string-in SavedModel of a run (see LanguageModelServing)."""
     config, tokenizer, model = load_run(run_dir)
-    module = serving_module(config, tokenizer, model)
+    module = LanguageModelServing(tokenizer, model, config.generation)
     return export_lib.save(
         module,
         out_dir,
@@ -307,7 +291,9 @@ def generate(path, prompts, max_new_tokens=None, temperature=None, top_k=None, t
         defaults = {k: v.numpy().item() for k, v in signatures["generation_defaults"]().items()}
     else:
         config, tokenizer, model = load_run(path)
-        module = serving_module(config, tokenizer, model)  # kept alive: tf.function methods hold it weakly
+        module = LanguageModelServing(
+            tokenizer, model, config.generation
+        )  # kept alive: tf.function methods hold it weakly
         signatures = {"generate": module.generate, "beam_search": module.beam_search}
         defaults = dataclasses.asdict(config.generation)
     if max_new_tokens is None:

@@ -19,19 +19,15 @@ from nlptool import training
 from nlptool.data import datasets
 from nlptool.data.csv import LabeledData, LabelMap, load_labeled_data, stratified_split
 from nlptool.data.pipeline import make_dataset
-from nlptool.files import write_atomically
+from nlptool.files import write_json
 from nlptool.tasks.sentiment import SentimentConfig, SentimentServing, build_model, class_weights
 from nlptool.tokenizers.files import TOKENIZER_FILE, load_tokenizer, save_tokenizer
+from nlptool.training import CONFIG_FILE, RunError
 
 # which split of a registered dataset is its test set (SST-2's GLUE test set has no labels)
 TEST_SPLITS = {"imdb": "test", "sst2": "dev"}
 LABELS_FILE = "labels.json"
-CONFIG_FILE = "config.yaml"
 logger = logging.getLogger("nlptool.sentiment")
-
-
-class RunError(RuntimeError):
-    """A run directory is missing, incomplete or does not fit the request."""
 
 
 # === Data ===
@@ -97,20 +93,13 @@ def save_run_files(run_dir, config, tokenizer, label_map):
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save_yaml(config, run_dir / CONFIG_FILE)
     save_tokenizer(tokenizer, run_dir)
-    _write_json(run_dir / LABELS_FILE, label_map.to_config())
-
-
-def _write_json(path, payload):
-    write_atomically(path, lambda stream: json.dump(payload, stream, ensure_ascii=False))
+    write_json(run_dir / LABELS_FILE, label_map.to_config())
 
 
 def load_run(run_dir):
     """(config, tokenizer, label_map, model with the best weights) of a run."""
     run_dir = Path(run_dir)
-    needed = [CONFIG_FILE, TOKENIZER_FILE, LABELS_FILE, training.CHECKPOINT]
-    missing = [name for name in needed if not (run_dir / name).is_file()]
-    if missing:
-        raise RunError(f"{run_dir} is not a finished sentiment run: it lacks {missing}.")
+    training.require_files(run_dir, [CONFIG_FILE, TOKENIZER_FILE, LABELS_FILE, training.CHECKPOINT], "sentiment")
     config = config_lib.resolve(SentimentConfig, [run_dir / CONFIG_FILE])
     tokenizer = load_tokenizer(run_dir)
     label_map = LabelMap.from_config(json.loads((run_dir / LABELS_FILE).read_text("utf-8")))
@@ -261,7 +250,7 @@ def evaluate(run_dir, frame, split_name="test"):
         ),
         "confusion_matrix": {"labels": names, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
     }
-    _write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", metrics)
     plot_confusion_matrix(metrics["confusion_matrix"], run_dir / "confusion_matrix.png")
     if (run_dir / "history.csv").is_file():
         plot_history(pd.read_csv(run_dir / "history.csv"), run_dir / "training_curves.png")

@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -370,7 +371,7 @@ PROMPTS = ["the cat", "a"]
 def endless(loaded):
     """The trained run's generation module, never stopping at </s>."""
     config, tokenizer, model = loaded
-    return LanguageModelServing(tokenizer, model, config.generation, stop_at_end=False)
+    return LanguageModelServing(tokenizer, model, dataclasses.replace(config.generation, stop_at_end=False))
 
 
 def test_sampling_is_reproducible_by_seed(endless):
@@ -502,29 +503,14 @@ def test_training_fills_the_run_directory(cli_run):
         assert (run / name).is_file(), name
 
 
-class StopAfterEpoch(keras.callbacks.Callback):
-    """Simulates an interruption once the backup of the epoch before `epoch` is written."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt("simulated interruption")
-
-
-def test_resume_after_interruption_gives_the_uninterrupted_run(cli_run, files, tmp_path, monkeypatch):
+def test_resume_after_interruption_gives_the_uninterrupted_run(cli_run, files, tmp_path, interrupted_at_epoch):
     straight = cli_run[0]
     config = config_lib.resolve(LanguageModelConfig, [straight / "config.yaml"])
     assert config.model.dropout > 0  # the dropout masks must resume too
     corpus = steps.text_corpus(files[0], test_path=files[1])
     run = tmp_path / "run"
-    real_callbacks = steps.training.callbacks
-    monkeypatch.setattr(steps.training, "callbacks", lambda *a, **k: real_callbacks(*a, **k) + [StopAfterEpoch(1)])
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_epoch(1):
         steps.train(config, corpus, run, verbose=0)
-    monkeypatch.setattr(steps.training, "callbacks", real_callbacks)
     assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0]
     steps.train(config, corpus, run, verbose=0)
     resumed, reference = pd.read_csv(run / "history.csv"), pd.read_csv(straight / "history.csv")

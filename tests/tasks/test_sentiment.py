@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,28 +75,13 @@ def test_training_learns_and_fills_the_run_directory(tmp_path):
     assert any((run / "logs").rglob("*tfevents*"))  # TensorBoard
 
 
-class StopAfterEpoch(keras.callbacks.Callback):
-    """Simulates an interruption once the backup of `epoch` is written."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt("simulated interruption")
-
-
 @pytest.mark.parametrize("dropout", [0.0, 0.2])
-def test_resume_after_interruption_gives_the_uninterrupted_weights(tmp_path, monkeypatch, dropout):
+def test_resume_after_interruption_gives_the_uninterrupted_weights(tmp_path, interrupted_at_epoch, dropout):
     config, data = tiny_config(**{"model.dropout": dropout}), binary_data()
     reference, _ = steps.train(config, data, tmp_path / "straight", verbose=0)
 
-    real_callbacks = steps.training.callbacks
-    monkeypatch.setattr(steps.training, "callbacks", lambda *a, **k: real_callbacks(*a, **k) + [StopAfterEpoch(2)])
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_epoch(2):
         steps.train(config, data, tmp_path / "interrupted", verbose=0)
-    monkeypatch.setattr(steps.training, "callbacks", real_callbacks)
     history = pd.read_csv(tmp_path / "interrupted" / "history.csv")
     assert history["epoch"].tolist() == [0, 1]  # it really stopped after two epochs
     resumed, _ = steps.train(config, data, tmp_path / "interrupted", verbose=0)
