@@ -7,12 +7,18 @@ nlptool train sentiment (--dataset NAME | --csv FILE --text-column C --label-col
 nlptool train language-model (--dataset NAME | --text-file FILE | --csv FILE --text-column C)
                         [--validation-file FILE] [--test-file FILE] [--config ...] [--set ...]
                         [--epochs N] [--max-train-examples N] [--data-dir DIR] --run-dir DIR
+nlptool train translation (--dataset NAME --source-lang L --target-lang L
+                           | --csv FILE --source-column C --target-column C [--validation-csv FILE] [--test-csv FILE])
+                        [--config ...] [--set ...] [--epochs N] [--max-train-examples N] [--data-dir DIR] --run-dir DIR
 nlptool evaluate RUN_DIR [--dataset NAME --split S | --csv FILE --text-column C [--label-column C]
                           | --text-file FILE]
+                         (translation: [--dataset NAME --split S | --csv FILE] [--beam-width W])
 nlptool export RUN_DIR OUT [--overwrite]
 nlptool predict RUN_DIR_OR_EXPORT TEXT...                  (sentiment)
 nlptool generate RUN_DIR_OR_EXPORT PROMPT... [--max-new-tokens N] [--temperature T] [--top-k K]
                         [--top-p P] [--seed S] [--beam-width W]   (language model)
+nlptool translate RUN_DIR_OR_EXPORT TEXT... [--beam-width W] [--n-best N] [--greedy]
+                        [--plot-attention FILE.png]                (translation)
 nlptool tokenizer train --kind {word,char,byte,wordpiece,sentencepiece} [--vocab-size N]
                         --input FILE [--column NAME] --out DIR
 nlptool tokenizer encode DIR TEXT...
@@ -140,6 +146,10 @@ def run_source(run_dir):
 def task_train(args):
     if args.task == "language-model":
         return train_language_model(args)
+    if args.task == "translation":
+        return train_translation(args)
+    if args.source_lang or args.target_lang or args.source_column or args.target_column:
+        raise UsageError("--source-lang, --target-lang, --source-column and --target-column are for translation runs.")
     return train_sentiment(args)
 
 
@@ -216,6 +226,68 @@ def train_language_model(args):
         print_lm_metrics(steps.evaluate(run_dir, corpus.test))
 
 
+def translation_config(args):
+    """The run's config; --source-lang/--target-lang, when given, override the config's pair."""
+    from nlptool.tasks.translation import TranslationConfig
+
+    for flag in ("source_lang", "target_lang"):
+        if getattr(args, flag):
+            args.set = [*(args.set or []), f"{flag}={getattr(args, flag)}"]
+    return resolve_config(TranslationConfig, args)
+
+
+def train_translation(args):
+    from nlptool.data import DatasetError
+    from nlptool.tasks import translation_steps as steps
+
+    if args.init_from or args.init_encoder_from or args.label_column or args.text_column or args.text_file:
+        raise UsageError("A translation run takes --dataset or --csv with --source-column and --target-column.")
+    config = translation_config(args)
+    try:
+        if args.dataset:
+            corpus = steps.dataset_corpus(
+                args.dataset, config.source_lang, config.target_lang, args.data_dir, args.max_train_examples
+            )
+            source = {"task": "translation", "dataset": args.dataset, "data_dir": absolute(args.data_dir)}
+        else:
+            if not (args.source_column and args.target_column):
+                raise UsageError("--csv needs --source-column and --target-column for a translation run.")
+            corpus = steps.csv_corpus(
+                args.csv,
+                args.source_column,
+                args.target_column,
+                args.validation_csv,
+                args.test_csv,
+                seed=config.training.seed,
+            )
+            if args.max_train_examples:
+                corpus.train = corpus.train.iloc[: args.max_train_examples]
+            source = {
+                "task": "translation",
+                "csv": absolute(args.test_csv),
+                "source_column": args.source_column,
+                "target_column": args.target_column,
+            }
+    except (DatasetError, steps.RunError) as error:
+        raise UsageError(str(error)) from None
+    with new_run(args.run_dir, source) as run_dir:
+        try:
+            steps.train(config, corpus, run_dir)
+        except steps.RunError as error:
+            raise UsageError(str(error)) from None
+    if corpus.test is not None:
+        print_translation_metrics(steps.evaluate(run_dir, corpus.test))
+
+
+def print_translation_metrics(metrics):
+    beam, greedy = metrics["beam"], metrics["greedy"]
+    print(
+        f"{metrics['split']}: {metrics['pairs']:,} pairs, perplexity {metrics['perplexity']:.2f}, "
+        f"BLEU {beam['bleu']:.2f} / chrF {beam['chrf']:.2f} (beam {beam['beam_width']}), "
+        f"BLEU {greedy['bleu']:.2f} / chrF {greedy['chrf']:.2f} (greedy)"
+    )
+
+
 def print_lm_metrics(metrics):
     extra = "".join(
         f", {name.replace('_', ' ')} {metrics[name]:.4f}"
@@ -233,9 +305,44 @@ def print_metrics(metrics):
 
 
 def task_evaluate(args):
-    if run_source(args.run_dir)["task"] == "language-model":
+    task = run_source(args.run_dir)["task"]
+    if task == "language-model":
         return evaluate_language_model(args)
+    if task == "translation":
+        return evaluate_translation(args)
     return evaluate_sentiment(args)
+
+
+def evaluate_translation(args):
+    import pandas as pd
+
+    from nlptool.data import DatasetError, datasets
+    from nlptool.data.csv import DataError, read_parallel_csv
+    from nlptool.tasks import translation_steps as steps
+
+    source = run_source(args.run_dir)
+    try:
+        config, *_ = steps.load_run(args.run_dir)
+        if args.csv or (not args.dataset and source.get("csv")):
+            split = args.csv or source["csv"]
+            columns = (
+                args.source_column or source.get("source_column"),
+                args.target_column or source.get("target_column"),
+            )
+            pairs = read_parallel_csv(split, *columns)
+        elif args.dataset or source.get("dataset"):
+            name = args.dataset or source["dataset"]
+            split = args.split or datasets.get(name).splits[-1]
+            frame = datasets.load(name, split, data_dir=args.data_dir or source.get("data_dir"))
+            missing = [lang for lang in (config.source_lang, config.target_lang) if lang not in frame.columns]
+            if missing:
+                raise UsageError(f"{name} has no {missing} text; its languages are {list(frame.columns)}.")
+            pairs = pd.DataFrame({"source": frame[config.source_lang], "target": frame[config.target_lang]})
+        else:
+            raise UsageError("Name the pairs to evaluate on: --dataset NAME [--split S] or --csv FILE.")
+        print_translation_metrics(steps.evaluate(args.run_dir, pairs, split, beam_width=args.beam_width))
+    except (DataError, DatasetError, steps.RunError) as error:
+        raise UsageError(str(error)) from None
 
 
 def evaluate_language_model(args):
@@ -299,10 +406,15 @@ def evaluate_sentiment(args):
 def task_export(args):
     from nlptool.export import ExportError
 
-    if run_source(args.run_dir)["task"] == "language-model":
+    task = run_source(args.run_dir)["task"]
+    if task == "language-model":
         from nlptool.tasks import language_model_steps as steps
 
         signatures = "serving_default, generate, beam_search, generation_defaults"
+    elif task == "translation":
+        from nlptool.tasks import translation_steps as steps
+
+        signatures = "serving_default, beam_search, greedy, attention, decoding_defaults"
     else:
         from nlptool.tasks import sentiment_steps as steps
 
@@ -345,21 +457,44 @@ def task_generate(args):
         print(f"{prompt}\t{text}")
 
 
+def task_translate(args):
+    from nlptool.tasks import translation_steps as steps
+
+    try:
+        translator = steps.Translator(args.path)
+        results = translator.translate(args.text, beam_width=args.beam_width, n_best=args.n_best, greedy=args.greedy)
+        for text, hypotheses in zip(args.text, results):
+            for translation, score in hypotheses:
+                print(f"{score:.4f}\t{translation}\t{text}" if args.n_best > 1 else f"{translation}\t{text}")
+        if args.plot_attention:
+            if len(args.text) != 1:
+                raise UsageError("--plot-attention draws one sentence; pass a single TEXT.")
+            steps.plot_attention(translator, args.text[0], args.plot_attention, target=results[0][0][0])
+            print(f"wrote {args.plot_attention}")
+    except steps.RunError as error:
+        raise UsageError(str(error)) from None
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="nlptool", description="NLP on GRUs with Keras and TensorFlow.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a task model into a run directory")
-    train.add_argument("task", choices=["sentiment", "language-model"])
+    train.add_argument("task", choices=["sentiment", "language-model", "translation"])
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--dataset",
-        help="a registered dataset: imdb, sst2 (sentiment); ptb, wikitext2, tiny_shakespeare (language model)",
+        help="a registered dataset: imdb, sst2 (sentiment); ptb, wikitext2, tiny_shakespeare (language model); "
+        "multi30k, spa_eng (translation)",
     )
     source.add_argument("--csv", help="your training CSV")
     source.add_argument("--text-file", help="language model: your training text, one line a row")
     train.add_argument("--text-column", help="the CSV column holding the text")
     train.add_argument("--label-column", help="the CSV column holding the label")
+    train.add_argument("--source-lang", help="translation: the source language of --dataset (e.g. de)")
+    train.add_argument("--target-lang", help="translation: the target language of --dataset (e.g. en)")
+    train.add_argument("--source-column", help="translation: the CSV column holding the source text")
+    train.add_argument("--target-column", help="translation: the CSV column holding the translation")
     train.add_argument("--validation-csv", help="validation CSV (default: a stratified share of --csv)")
     train.add_argument("--test-csv", help="test CSV, evaluated after training")
     train.add_argument("--validation-file", help="language model: validation text (default: the last 5%% of lines)")
@@ -386,6 +521,9 @@ def build_parser():
     evaluate.add_argument("--text-file", help="language model: a text file, one line a row")
     evaluate.add_argument("--text-column", default="text")
     evaluate.add_argument("--label-column", default="label")
+    evaluate.add_argument("--source-column", help="translation: the CSV column holding the source text")
+    evaluate.add_argument("--target-column", help="translation: the CSV column holding the reference")
+    evaluate.add_argument("--beam-width", type=int, help="translation: beam width (default: the run's config)")
     evaluate.set_defaults(run=task_evaluate)
 
     export = commands.add_parser("export", help="write the string-in SavedModel of a run")
@@ -409,6 +547,16 @@ def build_parser():
     generate.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
     generate.add_argument("--beam-width", type=int, help="beam search with this many beams instead of sampling")
     generate.set_defaults(run=task_generate)
+
+    translate = commands.add_parser("translate", help="translate sentences with a translation run or export")
+    translate.add_argument("path", help="a run directory or an exported SavedModel")
+    translate.add_argument("text", nargs="+")
+    translate.add_argument("--beam-width", type=int, help="beams per sentence (default: the run's config)")
+    translate.add_argument("--n-best", type=int, default=1, help="translations per sentence, with scores")
+    translate.add_argument("--greedy", action="store_true", help="greedy decoding instead of beam search")
+    translate.add_argument("--plot-attention", metavar="FILE.png", help="draw the attention of the translation")
+    translate.set_defaults(run=task_translate)
+
     tokenizer = commands.add_parser("tokenizer", help="train and try tokenisers")
     actions = tokenizer.add_subparsers(dest="action", required=True)
 

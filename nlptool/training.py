@@ -14,15 +14,21 @@ A run directory holds everything about one training run:
 Resuming is exact: the data order of every epoch is a function of the seed
 and the epoch number (see `EpochCounter`), and the backup holds weights,
 optimizer state, the epoch and the states of the dropout seed generators
-(see `ExactBackupAndRestore`). Run the same fit again on the same run directory and it
-continues where it stopped.
+(see `ExactBackupAndRestore`); the best validation value and patience of
+the checkpoint and early stopping go with it (see `ResumeBestSoFar`). Run
+the same fit again on the same run directory and it continues where it
+stopped, with the same best checkpoint as an uninterrupted run.
 """
 
+import json
+import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from nlptool.files import write_json
 
 CHECKPOINT = "checkpoints/best.weights.h5"
 CONFIG_FILE = "config.yaml"
@@ -95,6 +101,87 @@ class ExactBackupAndRestore(keras.callbacks.BackupAndRestore):
         staging.replace(self._seed_path)
 
 
+class ResumeBestSoFar(keras.callbacks.Callback):
+    """Keeps the best-so-far of ModelCheckpoint and EarlyStopping across a resume.
+
+    Both callbacks hold their best validation value, their patience count
+    and (EarlyStopping) the best weights in memory only, so a resumed fit
+    would start them afresh: the next epoch would overwrite a better
+    checkpoint, and patience would restart. This writes their state beside
+    the backup at the end of each epoch (after theirs: place it after them)
+    and hands it back when a run resumes.
+    """
+
+    def __init__(self, backup_dir, checkpoint, early_stopping):
+        super().__init__()
+        self.path = Path(backup_dir) / "best_so_far.json"
+        self.weights_path = Path(backup_dir) / "best_weights.npz"
+        self.checkpoint, self.early_stopping = checkpoint, early_stopping
+
+    def on_train_begin(self, logs=None):
+        self._starting = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # the first epoch of this fit, after every callback's on_train_begin (the backup's restore included)
+        if not self._starting:
+            return
+        self._starting = False
+        if epoch == 0 or not self.path.is_file():
+            return
+        state = json.loads(self.path.read_text(encoding="utf-8"))
+        if state["epoch"] != epoch - 1:  # written for another epoch than the backup's: start afresh
+            return
+        stopping = self.early_stopping
+        self.checkpoint.best = state["checkpoint_best"]
+        stopping.best, stopping.wait, stopping.best_epoch = state["best"], state["wait"], state["best_epoch"]
+        if self.weights_path.is_file():
+            saved = np.load(self.weights_path)
+            stopping.best_weights = [saved[f"weight_{i}"] for i in range(len(saved.files))]
+
+    def on_epoch_end(self, epoch, logs=None):
+        def number(value):
+            return None if value is None else float(value)
+
+        stopping = self.early_stopping
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if stopping.best_weights is not None and stopping.best_epoch == epoch:  # a new best: keep its weights
+            staging = self.weights_path.with_suffix(".tmp.npz")
+            np.savez(staging, **{f"weight_{i}": w for i, w in enumerate(stopping.best_weights)})
+            staging.replace(self.weights_path)
+        state = {
+            "epoch": epoch,
+            "checkpoint_best": number(self.checkpoint.best),
+            "best": number(stopping.best),
+            "wait": int(stopping.wait),
+            "best_epoch": int(stopping.best_epoch),
+        }
+        write_json(self.path, state)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after the epoch when another epoch would pass
+    `minutes` of training in this process (from the mean epoch time so far)."""
+
+    def __init__(self, minutes):
+        super().__init__()
+        self.seconds = minutes * 60
+
+    def on_train_begin(self, logs=None):
+        self.start, self.epochs = time.monotonic(), 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+        elapsed = time.monotonic() - self.start
+        if elapsed + elapsed / self.epochs > self.seconds:
+            self.model.stop_training = True
+
+
+def epochs_run(run_dir):
+    """Epochs trained in `run_dir` so far, over every fit that resumed it (the rows of history.csv)."""
+    path = Path(run_dir) / "history.csv"
+    return max(0, len(path.read_text(encoding="utf-8").splitlines()) - 1) if path.is_file() else 0
+
+
 def epoch_variable():
     """The variable an EpochCounter sets and a pipeline reads."""
     return tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -112,15 +199,18 @@ def callbacks(run_dir, epoch, monitor="val_accuracy", mode="max", patience=2):
     """
     run_dir = Path(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        str(run_dir / CHECKPOINT), monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True
+    )
+    stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True)
     return [
         EpochCounter(epoch),
         # first, so that a resumed run restores before anything else looks at the model
         ExactBackupAndRestore(str(run_dir / "backup")),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / CHECKPOINT), monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True
-        ),
-        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
+        checkpoint,
+        stopping,
+        ResumeBestSoFar(run_dir / "backup", checkpoint, stopping),  # after the two it keeps
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
     ]

@@ -153,18 +153,20 @@ def _parse_labels(values):
     return stripped
 
 
-def _read(path, text_column, label_column, delimiter=None, min_classes=2):
-    """`read_labeled_csv`, also returning the `_CsvSource` for later messages."""
-    if not isinstance(text_column, str) or not isinstance(label_column, str):
+def _read_columns(path, columns, delimiter=None):
+    """Read the named text columns of a CSV file, none of them empty in any row.
+
+    `columns` maps each argument name (for messages, e.g. "text_column") to
+    its column name. Returns (a frame with those columns as str, in file
+    order, the `_CsvSource` for later messages).
+    """
+    names = list(columns.values())
+    if not all(isinstance(name, str) for name in names):
         raise ValueError(
-            "Received an invalid value for arguments `text_column`/`label_column`, expected column names "
-            f"(strings), got {text_column!r} and {label_column!r}."
+            f"Received an invalid value for arguments {list(columns)}, expected column names (strings), got {names}."
         )
-    if text_column == label_column:
-        raise ValueError(
-            "Received an invalid value for argument `label_column`, expected a column other than the text column, "
-            f"got {label_column!r} for both."
-        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"Received the same column for more than one of the arguments {list(columns)}: {names}.")
     if delimiter is None:
         delimiter = ","
     if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n':
@@ -183,7 +185,7 @@ def _read(path, text_column, label_column, delimiter=None, min_classes=2):
     source = _CsvSource(path, _decode(path, raw), delimiter)
     if not source.text.strip():
         raise DataError(f"CSV file {path} is empty (only blank lines); expected a header line and data rows.")
-    _check_header(source, text_column, label_column)
+    _check_header(source, *names)
 
     try:
         # every column as str and no NA parsing: a review reading "NA" or "null" is text, not missing
@@ -207,23 +209,33 @@ def _read(path, text_column, label_column, delimiter=None, min_classes=2):
             f"Quote fields that contain the delimiter {_delimiter_name(delimiter)}."
         )
     source.rows = len(frame)
-    columns = [str(c) for c in frame.columns]
-    for argument, column in (("text_column", text_column), ("label_column", label_column)):
+    existing = [str(c) for c in frame.columns]
+    for argument, column in columns.items():
         if column not in frame.columns:
-            raise DataError(f"{path} has no column {column!r} (argument `{argument}`); its columns are {columns}.")
+            raise DataError(f"{path} has no column {column!r} (argument `{argument}`); its columns are {existing}.")
     if frame.empty:
         raise DataError(f"CSV file {path} has a header but no data rows.")
 
-    texts, labels = frame[text_column].tolist(), frame[label_column].tolist()
-    for column, values, what in ((text_column, texts, "text"), (label_column, labels, "label")):
-        rows = [i + 1 for i, value in enumerate(values) if _is_missing(value)]
+    for argument, column in columns.items():
+        what = argument.removesuffix("_column")
+        rows = [i + 1 for i, value in enumerate(frame[column].tolist()) if _is_missing(value)]
         if rows:
             raise DataError(
                 f"{path}: empty or missing {what} in column {column!r} at {source.list_rows(rows)}. "
                 f"Every row needs a {what}; remove or fill these rows."
             )
+    return frame[names].reset_index(drop=True), source
 
-    result = pd.DataFrame({TEXT: texts, LABEL: _parse_labels(labels)})
+
+def _read(path, text_column, label_column, delimiter=None, min_classes=2):
+    """`read_labeled_csv`, also returning the `_CsvSource` for later messages."""
+    if isinstance(text_column, str) and text_column == label_column:
+        raise ValueError(
+            "Received an invalid value for argument `label_column`, expected a column other than the text column, "
+            f"got {label_column!r} for both."
+        )
+    frame, source = _read_columns(path, {"text_column": text_column, "label_column": label_column}, delimiter)
+    result = pd.DataFrame({TEXT: frame[text_column].tolist(), LABEL: _parse_labels(frame[label_column].tolist())})
     classes = result[LABEL].unique()
     if len(classes) < min_classes:
         raise DataError(
@@ -231,6 +243,15 @@ def _read(path, text_column, label_column, delimiter=None, min_classes=2):
             f"a classifier needs at least two classes."
         )
     return result, source
+
+
+def read_parallel_csv(path, source_column, target_column, delimiter=None):
+    """Read sentence pairs from a CSV file into a frame with the columns
+    "source" and "target" (str, in file order). Raises DataError as
+    `read_labeled_csv` does, for the same faults (targets are text: "42"
+    stays the string "42")."""
+    frame, _ = _read_columns(path, {"source_column": source_column, "target_column": target_column}, delimiter)
+    return pd.DataFrame({"source": frame[source_column].tolist(), "target": frame[target_column].tolist()})
 
 
 def read_labeled_csv(path, text_column, label_column, delimiter=None, *, min_classes=2):

@@ -2,7 +2,11 @@
 
 Each dataset knows its canonical public download, the archive's size and
 SHA-256, how to turn the downloaded archive into plain files (the layout of
-a data directory), and how to read each split into a DataFrame.
+a data directory), and how to read each split into a DataFrame. Where the
+upstream download's checksum is not recorded (Multi30k's gzipped files and
+the spa-eng archive were never seen by this code), the SHA-256 of each
+prepared plain file is recorded instead (`Dataset.file_sha256`), so that
+every download is still verified before it is used.
 
 Where a dataset is looked for, in order:
 1. the `data_dir` argument (the CLI's `--data-dir`),
@@ -11,7 +15,8 @@ Where a dataset is looked for, in order:
    else `~/.cache/nlptool`.
 The first that holds every file of the dataset wins. Only when none does is
 the archive downloaded into the cache. The download's size and checksum are
-verified, the archive is extracted safely (no paths outside the target), and
+verified (where recorded), the archive is extracted safely (no paths outside
+the target), the prepared files' checksums are verified (where recorded), and
 the plain files appear in one atomic rename. An interrupted or failed
 download leaves nothing behind that a later run could mistake for data.
 
@@ -22,12 +27,19 @@ Layout of a data directory (the same as the mirror's):
     ptb/ptb.{train,valid,test}.txt    one tokenised sentence a line (Mikolov)
     wikitext2/wiki.{train,valid,test}.tokens   the WikiText-2 (v1) token files
     tiny_shakespeare/input.txt        plain text; splits are fixed ranges of lines
+    multi30k/{train,val,test_2016_flickr}.{en,de,fr}   one raw sentence a line,
+                                      line i of the three languages aligned
+    spa_eng/spa.txt                   english<TAB>spanish a line (Anki / Tatoeba,
+                                      2018-05-13); splits group by English sentence
 
 Classification datasets read into columns (text, label); language-modelling
-datasets into one column, text, one line of the corpus a row, in order.
+datasets into one column, text, one line of the corpus a row, in order;
+translation datasets into one column per language (en, de, fr; en, es), one
+sentence pair (or triple) a row, in the file's order.
 """
 
 import csv
+import gzip
 import hashlib
 import os
 import shutil
@@ -39,6 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 CHUNK = 1 << 20  # bytes per read while downloading and hashing
@@ -54,7 +67,7 @@ class Source:
 
     url: str
     size: int | None  # None: not recorded, only the checksum is checked
-    sha256: str
+    sha256: str | None  # None: not recorded; the dataset's file_sha256 must then check what it gives
 
 
 @dataclass(frozen=True)
@@ -67,12 +80,21 @@ class Dataset:
         files: split name -> file path relative to the dataset folder.
         read: read(path, split) -> DataFrame with `columns`.
         source: the canonical download: one archive (a Source), or a dict
-            file name -> Source of plain files that need no preparing.
-        prepare: turns the extracted archive (a folder) into `files` inside
-            a dataset folder (None for plain-file sources).
+            file name -> Source of several downloads. Without `prepare`,
+            these are the plain files themselves.
+        prepare: prepare(downloaded, folder) turns the extracted archive, or
+            the folder of a dict source's downloads, into the dataset's
+            files inside `folder` (None for plain-file sources).
         columns: the columns `read` gives.
         label_names: label value -> human-readable class name.
         description: one line: what it is, sizes, licence or terms.
+        companions: more files (relative paths) that every split reads
+            besides its own entry in `files`, such as the other languages
+            of an aligned corpus. A folder counts as holding the dataset
+            only when it has these too, so a half-copied corpus is skipped.
+        file_sha256: relative path of a prepared file -> its SHA-256,
+            checked after a download before the files are put in place.
+            Required for every file when a source's checksum is unknown.
     """
 
     name: str
@@ -84,10 +106,21 @@ class Dataset:
     columns: tuple = ("text", "label")
     label_names: dict = field(default_factory=dict)
     description: str = ""
+    companions: tuple = ()
+    file_sha256: dict = field(default_factory=dict)
 
     @property
     def splits(self):
         return tuple(self.files)
+
+    @property
+    def required_files(self):
+        """Every file a data directory must hold for this dataset, once each."""
+        return tuple(dict.fromkeys([*self.files.values(), *self.companions]))
+
+    @property
+    def sources(self):
+        return list(self.source.values()) if isinstance(self.source, dict) else [self.source]
 
 
 REGISTRY = {}
@@ -97,6 +130,12 @@ def register(dataset):
     """Add `dataset` to the registry (a name may be registered once)."""
     if dataset.name in REGISTRY:
         raise ValueError(f"A dataset named {dataset.name!r} is already registered.")
+    # a download nobody checks could silently change what a benchmark measures
+    unchecked = [source.url for source in dataset.sources if source.sha256 is None]
+    if unchecked and set(dataset.file_sha256) != set(dataset.required_files):
+        raise ValueError(f"{dataset.name}: {unchecked} have no SHA-256, so file_sha256 must cover every file.")
+    if not set(dataset.file_sha256) <= set(dataset.required_files):
+        raise ValueError(f"{dataset.name}: file_sha256 names files the dataset does not have.")
     REGISTRY[dataset.name] = dataset
     return dataset
 
@@ -132,7 +171,7 @@ def locate(name, data_dir=None, download=True):
     dataset = get(name)
     for root in search_dirs(data_dir):
         folder = root / dataset.name
-        if all((folder / relative).is_file() for relative in dataset.files.values()):
+        if all((folder / relative).is_file() for relative in dataset.required_files):
             return folder
     looked = ", ".join(str(d) for d in search_dirs(data_dir))
     if not download:
@@ -142,7 +181,8 @@ def locate(name, data_dir=None, download=True):
 
 def load(name, split, data_dir=None, download=True):
     """The examples of `split` as a DataFrame with the dataset's columns
-    (text and label; text alone for language-modelling corpora)."""
+    (text and label; text alone for language-modelling corpora; one column
+    per language for translation)."""
     dataset = get(name)
     if split not in dataset.files:
         raise DatasetError(f"Dataset {name!r} has no split {split!r}; its splits are {list(dataset.splits)}.")
@@ -169,28 +209,53 @@ def fetch(dataset, cache):
         work = Path(work)
         staged = work / dataset.name
         staged.mkdir()
-        if isinstance(dataset.source, dict):  # plain files, used as they are
+        if isinstance(dataset.source, dict):
+            # plain files go straight into the dataset folder; others are prepared from a work folder
+            downloaded = staged if dataset.prepare is None else work / "downloads"
+            downloaded.mkdir(exist_ok=True)
             for relative, source in dataset.source.items():
                 print(f"Downloading {dataset.name}/{relative} from {source.url}")
-                download(source, staged / relative)
+                download(source, downloaded / relative)
         else:
             archive = work / "archive"
             print(f"Downloading {dataset.name} from {dataset.source.url}")
             download(dataset.source, archive)
-            extracted = work / "extracted"
-            extract(archive, extracted)
-            dataset.prepare(extracted, staged)
-        missing = [r for r in dataset.files.values() if not (staged / r).is_file()]
+            downloaded = work / "extracted"
+            extract(archive, downloaded)
+        if dataset.prepare is not None:
+            dataset.prepare(downloaded, staged)
+        missing = [r for r in dataset.required_files if not (staged / r).is_file()]
         if missing:
             raise DatasetError(f"The {dataset.name} archive did not give {missing}; it may have changed upstream.")
+        verify_files(dataset, staged)
         if target.exists():  # an incomplete folder from elsewhere: replace it whole
             shutil.rmtree(target)
         os.replace(staged, target)
     return target
 
 
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_files(dataset, folder):
+    """Check the prepared files in `folder` against `dataset.file_sha256`."""
+    for relative, expected in dataset.file_sha256.items():
+        got = sha256_of(folder / relative)
+        if got != expected:
+            raise DatasetError(
+                f"The prepared file {dataset.name}/{relative} does not match its record: got SHA-256 {got}, "
+                f"expected {expected}. The download may have changed upstream; nothing was kept."
+            )
+
+
 def download(source, path):
-    """Stream `source.url` to `path`, checking size and SHA-256."""
+    """Stream `source.url` to `path`, checking its size and SHA-256 where
+    recorded (a source without a SHA-256 is checked after preparing)."""
     digest, size = hashlib.sha256(), 0
     try:
         with urllib.request.urlopen(source.url, timeout=60) as response, open(path, "wb") as out:
@@ -203,11 +268,13 @@ def download(source, path):
             f"Cannot download {source.url}: {error}. Without network access, put the dataset in a "
             "directory named by NLPTOOL_DATA_DIR or --data-dir."
         ) from error
-    if (source.size is not None and size != source.size) or digest.hexdigest() != source.sha256:
+    wrong_size = source.size is not None and size != source.size
+    if wrong_size or (source.sha256 is not None and digest.hexdigest() != source.sha256):
         path.unlink()
         raise DatasetError(
             f"The download from {source.url} does not match its record: got {size} bytes with SHA-256 "
-            f"{digest.hexdigest()}, expected {source.size or 'any number of'} bytes with SHA-256 {source.sha256}."
+            f"{digest.hexdigest()}, expected {source.size or 'any number of'} bytes with SHA-256 "
+            f"{source.sha256 or '(not recorded)'}."
         )
 
 
@@ -319,12 +386,16 @@ register(
 # --- language-modelling corpora: one row per line of the file, in order ---
 
 
-def _read_lines(path, split):
+def _lines(path):
     with open(path, encoding="utf-8", newline="") as stream:
         lines = stream.read().split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the file's final newline ends the last line; it opens no new one
-    return pd.DataFrame({"text": lines})
+    return lines
+
+
+def _read_lines(path, split):
+    return pd.DataFrame({"text": _lines(path)})
 
 
 # Tiny Shakespeare has no official split: ours is fixed by line, 90 % train,
@@ -401,5 +472,141 @@ register(
         },
         columns=("text",),
         description="Tiny Shakespeare (Karpathy's char-rnn): 1.1M characters; our split is 90/5/5 % of its lines.",
+    )
+)
+
+
+# --- translation corpora: one column per language, one sentence pair (or triple) a row ---
+
+
+def _read_aligned(paths):
+    """language -> file, read line by line into one column per language.
+    Files of different lengths are refused: a dropped or extra line shifts
+    every later pair, which no later check would notice."""
+    lines = {language: _lines(path) for language, path in paths.items()}
+    if len({len(column) for column in lines.values()}) > 1:
+        counts = ", ".join(f"{paths[language]} has {len(column)}" for language, column in lines.items())
+        raise DatasetError(f"The files of one split are not aligned (lines per file): {counts}.")
+    return pd.DataFrame(lines)
+
+
+MULTI30K_LANGUAGES = ("en", "de", "fr")
+MULTI30K_SPLITS = ("train", "val", "test_2016_flickr")
+
+
+def _read_multi30k(path, split):
+    # `path` is the split's English file; the other languages sit beside it
+    return _read_aligned({language: path.with_suffix(f".{language}") for language in MULTI30K_LANGUAGES})
+
+
+def _gunzip(source, target):
+    try:
+        with gzip.open(source, "rb") as packed, open(target, "wb") as out:
+            shutil.copyfileobj(packed, out, CHUNK)
+    except (OSError, EOFError) as error:  # not gzip, or cut short
+        raise DatasetError(f"Cannot decompress {source.name}: {error}") from error
+
+
+def _prepare_multi30k(downloaded, folder):
+    for split in MULTI30K_SPLITS:
+        for language in MULTI30K_LANGUAGES:
+            _gunzip(downloaded / f"{split}.{language}.gz", folder / f"{split}.{language}")
+
+
+# spa_eng has no official split. Ours keeps all translations of one English
+# sentence in one split (the file lists "Go." -> "Ve." / "Vete." / "Vaya." /
+# ...), so that no test sentence was seen in training. Groups are the
+# distinct English sentences (exact strings), numbered in order of first
+# appearance in the file; with p = numpy.random.default_rng(1234).permutation
+# of the group numbers, groups p[:n] are test and p[n:2n] valid, with
+# n = round(0.05 * groups), and the rest train. Within a split the pairs keep
+# the file's order. The split depends on the whole file, which file_sha256 pins.
+SPA_ENG_SPLIT = {"train": 0.90, "valid": 0.05, "test": 0.05}  # shares of English sentences; train: the rest
+SPA_ENG_SEED = 1234
+
+
+def group_split(keys, seed=SPA_ENG_SEED, shares=SPA_ENG_SPLIT):
+    """The split name of each row, given each row's group key (see SPA_ENG_SPLIT)."""
+    codes, groups = pd.factorize(pd.Series(keys, dtype=object))  # numbered by first appearance
+    order = np.random.default_rng(seed).permutation(len(groups))
+    n_test, n_valid = round(shares["test"] * len(groups)), round(shares["valid"] * len(groups))
+    names = np.full(len(groups), "train", dtype=object)
+    names[order[:n_test]] = "test"
+    names[order[n_test : n_test + n_valid]] = "valid"
+    return names[codes]
+
+
+def _read_tab_pairs(path, columns):
+    """Two columns from `first<TAB>second` lines, split at the first tab."""
+    pairs = []
+    for number, line in enumerate(_lines(path), start=1):
+        first, tab, second = line.partition("\t")
+        if not tab:
+            raise DatasetError(f"{path}, line {number}: no tab between the two sentences: {line[:80]!r}.")
+        pairs.append((first, second))
+    return pd.DataFrame(pairs, columns=list(columns), dtype=object)
+
+
+def _read_spa_eng(path, split):
+    pairs = _read_tab_pairs(path, ("en", "es"))
+    return pairs[group_split(pairs["en"]) == split].reset_index(drop=True)
+
+
+def _prepare_spa_eng(extracted, folder):
+    shutil.copyfile(extracted / "spa-eng" / "spa.txt", folder / "spa.txt")
+
+
+_MULTI30K_RAW = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/"
+
+register(
+    Dataset(
+        name="multi30k",
+        task="translation",
+        files={split: f"{split}.en" for split in MULTI30K_SPLITS},
+        read=_read_multi30k,
+        # the official repository's gzipped raw files, gunzipped; their own checksums were never recorded
+        source={
+            f"{split}.{language}.gz": Source(_MULTI30K_RAW + f"{split}.{language}.gz", None, None)
+            for split in MULTI30K_SPLITS
+            for language in MULTI30K_LANGUAGES
+        },
+        prepare=_prepare_multi30k,
+        columns=MULTI30K_LANGUAGES,
+        description=(
+            "Multi30k task 1 (Elliott et al. 2016), raw en/de/fr image captions: 29,000 / 1,014 / 1,000 "
+            "aligned sentences; non-commercial research and teaching (Flickr terms)."
+        ),
+        companions=tuple(
+            f"{split}.{language}" for split in MULTI30K_SPLITS for language in MULTI30K_LANGUAGES if language != "en"
+        ),
+        file_sha256={
+            "train.en": "460a15fbd157e34a7a9957ee388c1ca247fe47af3ef25fb50442af6c274e0fc6",
+            "train.de": "2c2b73fd2b548fbcde3a875e0a78d6ee94d498bfdee6bd3eae3945779e9ddf72",
+            "train.fr": "5925a3c18f1587b6b54b87743106e6e8ab93618edb6f65d19eac0621f853a10d",
+            "val.en": "1f2a23d992769b5b3d209b0a10dd0b77c08cceb1f20dfb97ed0aafa49d107227",
+            "val.de": "660e09eb7e1da2f856ea13ee5ad3cf6d36b3d5b0b733c857e94c5747a3dfc660",
+            "val.fr": "5304e444d842e962b2dda4d816b70b22a1765b15401642b7ca37a67477e708dc",
+            "test_2016_flickr.en": "399a4382932c1aadd3ceb9bef1008d388a64c76d4ae4e9d4728c6f4301cac182",
+            "test_2016_flickr.de": "4be6b5b3236b79c25475c6bb829800a7ce559e9ba7a1f6c2394fe4d40be46d16",
+            "test_2016_flickr.fr": "cb3160d69b002bb638e66cc7612fcd56cb0af82eadc9c142dedc438afb885ef6",
+        },
+    )
+)
+
+register(
+    Dataset(
+        name="spa_eng",
+        task="translation",
+        files={split: "spa.txt" for split in SPA_ENG_SPLIT},
+        read=_read_spa_eng,
+        # the archive TensorFlow's NMT tutorial uses (its spa-eng/spa.txt is the 2018-05-13 Anki file)
+        source=Source("https://storage.googleapis.com/download.tensorflow.org/data/spa-eng.zip", None, None),
+        prepare=_prepare_spa_eng,
+        columns=("en", "es"),
+        description=(
+            "English-Spanish sentence pairs from Tatoeba via manythings.org/anki (2018-05-13, CC-BY 2.0): "
+            "118,964 pairs; our split puts 90/5/5 % of the English sentences in train/valid/test."
+        ),
+        file_sha256={"spa.txt": "6ec60e212f812ee3430f7568ea6f33b6fb080e32193c5952e8da0ee8ba45574c"},
     )
 )

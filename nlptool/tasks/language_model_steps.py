@@ -158,24 +158,6 @@ def load_run(run_dir):
 # === Training ===
 
 
-class TimeBudget(keras.callbacks.Callback):
-    """Stops training after the epoch when another epoch would pass
-    `minutes` of training in this process (from the mean epoch time so far)."""
-
-    def __init__(self, minutes):
-        super().__init__()
-        self.seconds = minutes * 60
-
-    def on_train_begin(self, logs=None):
-        self.start, self.epochs = time.monotonic(), 0
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epochs += 1
-        elapsed = time.monotonic() - self.start
-        if elapsed + elapsed / self.epochs > self.seconds:
-            self.model.stop_training = True
-
-
 def learning_rate_schedule(config):
     """Constant for the first `decay_start` epochs, then times `decay` per epoch."""
     t = config.training
@@ -212,7 +194,7 @@ def train(config, corpus, run_dir, verbose=2):
     )
     callbacks.append(learning_rate_schedule(config))
     if t.max_minutes is not None:
-        callbacks.append(TimeBudget(t.max_minutes))
+        callbacks.append(training.TimeBudget(t.max_minutes))
     started = time.monotonic()
     model.fit(
         window_dataset(train_stream, t.batch_size, t.window),
@@ -225,7 +207,7 @@ def train(config, corpus, run_dir, verbose=2):
     seconds = time.monotonic() - started
     write_json(
         run_dir / "training.json",
-        {"seconds": seconds, "train_tokens": int(len(train_stream)), "epochs": len(model.history.epoch)},
+        {"seconds": seconds, "train_tokens": int(len(train_stream)), "epochs": training.epochs_run(run_dir)},
     )
     return model, tokenizer
 

@@ -2,6 +2,7 @@
 `sentencepiece` library, run in the graph by tensorflow-text."""
 
 import base64
+import hashlib
 import io
 import logging
 
@@ -144,7 +145,13 @@ class SentencePieceTokenizer(Tokenizer):
             )
         self.model_proto = proto
         self._piece_count = processor.get_piece_size()
-        self._sp = tf_text.SentencepieceTokenizer(model=proto, out_type=tf.int32)
+        # The op's model resource is kernel-owned and, in a loaded SavedModel,
+        # named after its graph node: two tokenisers with the default node name
+        # would both get the model of whichever loads first (source and target
+        # of a translation model, say). A name derived from the model keeps
+        # different models apart and lets equal ones share.
+        name = f"sentencepiece_{hashlib.sha256(proto).hexdigest()[:16]}"
+        self._sp = tf_text.SentencepieceTokenizer(model=proto, out_type=tf.int32, name=name)
 
     def _sentences(self, texts):
         count = 0

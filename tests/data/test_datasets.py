@@ -147,11 +147,14 @@ def test_the_mirror_reads_with_the_published_sizes(monkeypatch):
 
 def test_registered_sources_are_complete():
     for dataset in datasets.REGISTRY.values():
-        sources = dataset.source.values() if isinstance(dataset.source, dict) else [dataset.source]
-        for source in sources:
+        for source in dataset.sources:
             assert source.url.startswith("https://")
-            assert len(source.sha256) == 64 and (source.size is None or source.size > 0)
-        if isinstance(dataset.source, dict):  # plain files: exactly the dataset's files, nothing to prepare
-            assert set(dataset.source) == set(dataset.files.values()) and dataset.prepare is None
+            assert source.size is None or source.size > 0
+            if source.sha256 is None:  # upstream checksum unknown: every prepared file has one
+                assert set(dataset.file_sha256) == set(dataset.required_files)
+            else:
+                assert len(source.sha256) == 64
+        if isinstance(dataset.source, dict) and dataset.prepare is None:  # plain files, used as they are
+            assert set(dataset.source) == set(dataset.required_files)
         else:
             assert dataset.prepare is not None

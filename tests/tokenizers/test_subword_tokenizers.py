@@ -317,3 +317,28 @@ def test_keras_file_and_savedmodel_without_nlptool(sp, wp, tmp_path):
     served = json.loads(result.stdout.strip().splitlines()[-1])
     for name in ("sp", "wp"):
         np.testing.assert_array_equal(np.array(served[name]), expected[name])
+
+
+def test_two_sentencepiece_models_in_one_saved_model_keep_their_own_vocabularies(tmp_path):
+    # tf-text's model resource is named after its graph node; with the default
+    # name, both tokenisers of a loaded SavedModel used the first model
+    german = SentencePieceTokenizer(vocab_size=40, character_coverage=1.0).train(["der hund läuft nach hause"] * 20)
+    english = SentencePieceTokenizer(vocab_size=40, character_coverage=1.0).train(["the cat sleeps on the sofa"] * 20)
+
+    class Both(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.german, self.english = german, english
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def encode(self, text):
+            return {"german": self.german(text), "english": self.english(text)}
+
+    text = tf.constant(["the cat sleeps at home"])
+    module = Both()  # kept alive: tf.function methods hold their instance weakly
+    expected = module.encode(text)
+    assert expected["german"].numpy().tolist() != expected["english"].numpy().tolist()
+    tf.saved_model.save(module, str(tmp_path / "both"))
+    loaded = tf.saved_model.load(str(tmp_path / "both")).encode(text)
+    for side in ("german", "english"):
+        np.testing.assert_array_equal(loaded[side].numpy(), expected[side].numpy())
