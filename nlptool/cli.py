@@ -329,6 +329,8 @@ def evaluate_translation(args):
                 args.source_column or source.get("source_column"),
                 args.target_column or source.get("target_column"),
             )
+            if None in columns:
+                raise UsageError("--csv needs --source-column and --target-column for a translation run.")
             pairs = read_parallel_csv(split, *columns)
         elif args.dataset or source.get("dataset"):
             name = args.dataset or source["dataset"]
