@@ -322,7 +322,7 @@ def evaluate_translation(args):
 
     source = run_source(args.run_dir)
     try:
-        config, *_ = steps.load_run(args.run_dir)
+        config = steps.load_config(args.run_dir)
         if args.csv or (not args.dataset and source.get("csv")):
             split = args.csv or source["csv"]
             columns = (

@@ -7,8 +7,9 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomically(path, write):
-    """Create or replace the text file `path` with what `write(stream)` writes.
+def write_atomically(path, write, binary=False):
+    """Create or replace the file `path` with what `write(stream)` writes
+    (a UTF-8 text stream, or a byte stream with `binary=True`).
 
     The text goes to a temporary file in the same directory, which replaces
     `path` only once complete and synced, so an interrupted write leaves any
@@ -23,7 +24,7 @@ def write_atomically(path, write):
         mode = 0o644
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        with os.fdopen(handle, "wb") if binary else os.fdopen(handle, "w", encoding="utf-8") as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())

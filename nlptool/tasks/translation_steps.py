@@ -6,8 +6,6 @@ both run these functions.
 
 import dataclasses
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -121,30 +119,43 @@ def encode(tokenizer, texts):
     return tf.concat(parts, axis=0) if parts else tf.ragged.constant([], dtype=tf.int32, ragged_rank=1)
 
 
-def pair_dataset(
-    source_tokenizer, target_tokenizer, frame, batch_size, max_length=None, shuffle=False, seed=0, epoch=None
-):
-    """Batches ((source, target_input), target_output) of the pairs in `frame`.
-
-    source is the source ids then </s>; target_input is <s> then the target
-    ids, target_output the target ids then </s> (teacher forcing); each is
-    right-padded with 0. Pairs where one of these is longer than `max_length`
-    tokens (</s> and <s> included) are left out. Pairs of similar length share a batch (bucketing at the
-    length quantiles). With `shuffle`, each epoch's order is a function of
-    `seed` and the `epoch` variable (see nlptool.training.EpochCounter), so
-    resumed training sees the same batches.
-    """
+def encode_pairs(source_tokenizer, target_tokenizer, frame, max_length=None):
+    """(source ids, target ids) of the pairs in `frame`, as tf.RaggedTensors
+    without start or end tokens. Pairs where the source plus </s> or <s>
+    plus the target is longer than `max_length` tokens are left out."""
     source = encode(source_tokenizer, frame["source"].tolist())
     target = encode(target_tokenizer, frame["target"].tolist())
     if max_length:
         keep = tf.logical_and(source.row_lengths() < max_length, target.row_lengths() < max_length)
         source, target = tf.ragged.boolean_mask(source, keep), tf.ragged.boolean_mask(target, keep)
-    count = int(source.nrows())
-    if count == 0:
+    if int(source.nrows()) == 0:
         raise RunError(
             f"No sentence pair of {len(frame)} fits in {max_length} tokens a side (with </s> or <s>); "
             "raise training.max_length."
         )
+    return source, target
+
+
+def pair_dataset(
+    source_tokenizer, target_tokenizer, frame, batch_size, max_length=None, shuffle=False, seed=0, epoch=None
+):
+    """Batches ((source, target_input), target_output) of the pairs in `frame`
+    (see `encode_pairs` and `batch_pairs`)."""
+    pairs = encode_pairs(source_tokenizer, target_tokenizer, frame, max_length)
+    return batch_pairs(*pairs, batch_size, shuffle=shuffle, seed=seed, epoch=epoch)
+
+
+def batch_pairs(source, target, batch_size, shuffle=False, seed=0, epoch=None):
+    """Batches ((source, target_input), target_output) of encoded pairs.
+
+    source is the source ids then </s>; target_input is <s> then the target
+    ids, target_output the target ids then </s> (teacher forcing); each is
+    right-padded with 0. Pairs of similar length share a batch (bucketing at
+    the length quantiles). With `shuffle`, each epoch's order is a function
+    of `seed` and the `epoch` variable (see nlptool.training.EpochCounter),
+    so resumed training sees the same batches.
+    """
+    count = int(source.nrows())
     lengths = np.maximum(source.row_lengths().numpy(), target.row_lengths().numpy()) + 1
     boundaries = length_boundaries(lengths, buckets=min(8, max(1, count // batch_size)))
 
@@ -179,6 +190,12 @@ def pair_dataset(
 # === Run directory ===
 
 
+def load_config(run_dir):
+    """The resolved config of a translation run."""
+    training.require_files(run_dir, [CONFIG_FILE], "translation")
+    return config_lib.resolve(TranslationConfig, [Path(run_dir) / CONFIG_FILE])
+
+
 def load_run(run_dir):
     """(config, source tokenizer, target tokenizer, model with the best weights) of a run."""
     run_dir = Path(run_dir)
@@ -187,7 +204,7 @@ def load_run(run_dir):
         [CONFIG_FILE, f"{SOURCE_TOKENIZER}/tokenizer.json", f"{TARGET_TOKENIZER}/tokenizer.json", training.CHECKPOINT],
         "translation",
     )
-    config = config_lib.resolve(TranslationConfig, [run_dir / CONFIG_FILE])
+    config = load_config(run_dir)
     source_tokenizer = load_tokenizer(run_dir / SOURCE_TOKENIZER)
     target_tokenizer = load_tokenizer(run_dir / TARGET_TOKENIZER)
     model = build_model(config, source_tokenizer.vocabulary_size(), target_tokenizer.vocabulary_size())
@@ -213,9 +230,8 @@ def train(config, corpus, run_dir, verbose=2):
     t = config.training
     epoch = training.epoch_variable()
     tokenizers = (source_tokenizer, target_tokenizer)
-    train_data = pair_dataset(
-        *tokenizers, corpus.train, t.batch_size, t.max_length, shuffle=True, seed=t.seed, epoch=epoch
-    )
+    train_source, train_target = encode_pairs(*tokenizers, corpus.train, t.max_length)
+    train_data = batch_pairs(train_source, train_target, t.batch_size, shuffle=True, seed=t.seed, epoch=epoch)
     validation_data = pair_dataset(*tokenizers, corpus.validation, t.batch_size)
     model = build_model(config, source_tokenizer.vocabulary_size(), target_tokenizer.vocabulary_size())
     model.compile(optimizer=keras.optimizers.Adam(t.learning_rate, global_clipnorm=t.clip_norm), jit_compile=False)
@@ -227,7 +243,7 @@ def train(config, corpus, run_dir, verbose=2):
     started = time.monotonic()
     model.fit(train_data, validation_data=validation_data, epochs=t.epochs, callbacks=callbacks, verbose=verbose)
     seconds = time.monotonic() - started
-    target_tokens = int(sum(int(tf.reduce_sum(tf.cast(b[1] != 0, tf.int32))) for b in train_data))
+    target_tokens = int(tf.reduce_sum(train_target.row_lengths())) + int(train_target.nrows())  # each with </s>
     write_json(
         run_dir / "training.json",
         {"seconds": seconds, "epochs": training.epochs_run(run_dir), "target_tokens_per_epoch": target_tokens},
@@ -242,14 +258,16 @@ class Translator:
     """Translations from a run directory or an exported SavedModel, through
     the same signatures (see `TranslationServing`)."""
 
-    def __init__(self, path):
+    def __init__(self, path, run=None):
+        """`path`: a run directory or an export; `run`: the run's `load_run`
+        result when the caller has it already (then `path` is not read)."""
         path = Path(path)
-        if (path / "saved_model.pb").is_file():
+        if run is None and (path / "saved_model.pb").is_file():
             self._module = tf.saved_model.load(str(path))
             self._signatures = self._module.signatures
             self.defaults = {k: v.numpy().item() for k, v in self._signatures["decoding_defaults"]().items()}
         else:
-            config, source_tokenizer, target_tokenizer, model = load_run(path)
+            config, source_tokenizer, target_tokenizer, model = run or load_run(path)
             self._module = TranslationServing(source_tokenizer, target_tokenizer, model, config.decoding)
             self._signatures = {
                 name: getattr(self._module, name) for name in ("beam_search", "greedy", "attention", "serve")
@@ -326,16 +344,10 @@ def plot_attention(path, source, out_png, target=None):
     axes.set_ylabel("translation")
     figure.colorbar(image, ax=axes, fraction=0.04)
     figure.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(dir=out_png.parent, prefix=f".{out_png.name}.", suffix=".png")
-    os.close(handle)
     try:
-        figure.savefig(staging, dpi=120)
-        os.replace(staging, out_png)
+        write_atomically(out_png, lambda stream: figure.savefig(stream, format="png", dpi=120), binary=True)
     finally:
         plt.close(figure)
-        Path(staging).unlink(missing_ok=True)
     return target
 
 
@@ -350,7 +362,8 @@ def evaluate(run_dir, pairs, split_name="test", beam_width=None):
     import sacrebleu
 
     run_dir = Path(run_dir)
-    config, source_tokenizer, target_tokenizer, model = load_run(run_dir)
+    run = load_run(run_dir)
+    config, source_tokenizer, target_tokenizer, model = run
     references = pairs["target"].tolist()
     sources = pairs["source"].tolist()
 
@@ -358,7 +371,7 @@ def evaluate(run_dir, pairs, split_name="test", beam_width=None):
     model.compile(jit_compile=False)
     scores = model.evaluate(data, return_dict=True, verbose=0)
 
-    translator = Translator(run_dir)
+    translator = Translator(run_dir, run=run)
     beam_width = beam_width or config.decoding.beam_width
     metrics = {"split": split_name, "pairs": len(pairs), "perplexity": math.exp(scores["nll"])}
     hypotheses = {}

@@ -574,9 +574,8 @@ def test_a_failing_plot_leaves_no_partial_file(translator, tmp_path, monkeypatch
     import matplotlib.figure
     import matplotlib.pyplot as plt
 
-    def broken_savefig(self, path, **kwargs):
-        with open(path, "wb") as stream:
-            stream.write(PNG_SIGNATURE + b"truncated")
+    def broken_savefig(self, stream, **kwargs):
+        stream.write(PNG_SIGNATURE + b"truncated")
         raise OSError("disk full")
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken_savefig)
