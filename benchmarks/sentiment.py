@@ -64,15 +64,20 @@ def main():
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sentiment.json"))
     args = parser.parse_args()
-    rows = [run(dataset, args.set) for dataset in args.datasets]
+    out = Path(args.out)
+    previous = json.loads(out.read_text())["rows"] if out.is_file() else []
+    by_dataset = {row["dataset"]: row for row in previous}  # a run of some datasets keeps the others' rows
+    for dataset in args.datasets:
+        by_dataset[dataset] = run(dataset, args.set)
+        by_dataset[dataset]["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    rows = list(by_dataset.values())
     result = {
         "benchmark": "sentiment",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "rows": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print("| dataset | test split | accuracy | macro F1 | training (s) | epochs | target met |")
     print("|---|---|---:|---:|---:|---:|---|")
     for r in rows:

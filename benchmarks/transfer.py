@@ -1,20 +1,24 @@
 """Does a pre-trained GRU language model help the sentiment classifier?
 
-For each sentiment dataset, trains three things with the same classifier
-configuration (the shipped `recipes/configs/sentiment_<dataset>.yaml` with
-the embedding and GRU sized as the language model's):
-1. a word-level GRU language model on a corpus, for `--lm-minutes`: the
-   dataset's own training texts (`--corpus task`) or WikiText-2
-   (`--corpus wikitext2`), tokenised as the classifier tokenises (lowercased,
-   punctuation split off);
-2. the classifier from random weights;
-3. the classifier starting from the language model's tokeniser, embedding
+For each sentiment dataset, trains with the same classifier configuration
+(the shipped `recipes/configs/sentiment_<dataset>.yaml` with the embedding
+and GRU sized `--units`, as the language model's):
+1. the classifier from random weights (once per dataset);
+2. for each pre-training corpus, a word-level GRU language model for
+   `--lm-minutes` (checked at the end of each epoch, so the training texts
+   are capped at `--lm-max-words` whitespace words: IMDB's 6 M would take
+   one epoch of about half an hour): the dataset's own training texts
+   (`task`) or WikiText-2 (`wikitext2`, trained once and shared by the
+   datasets), tokenised as the classifier tokenises (lowercased, punctuation
+   split off);
+3. the classifier starting from that language model's tokeniser, embedding
    and first GRU layer (`nlptool train sentiment --init-encoder-from`).
-Both classifiers train for the same epochs on the same data; the table
+Every classifier trains for the same epochs on the same data; the table
 gives test accuracy (IMDB test, SST-2 dev) and times. Writes
-benchmarks/results/transfer.json:
+benchmarks/results/transfer.json (rows keyed by dataset and corpus):
 
-    python benchmarks/transfer.py [--datasets sst2 imdb] [--corpus task|wikitext2] [--lm-minutes 10]
+    python benchmarks/transfer.py [--datasets sst2 imdb] [--corpora task wikitext2] [--units 256]
+                                  [--lm-minutes 10] [--lm-max-words 2000000]
 """
 
 import argparse
@@ -35,10 +39,9 @@ from nlptool.tasks.language_model import LanguageModelConfig
 from nlptool.tasks.sentiment import SentimentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-UNITS = 256
 
 
-def language_model_config(sentiment_config, minutes):
+def language_model_config(sentiment_config, units, minutes):
     return config_lib.resolve(
         LanguageModelConfig,
         [],
@@ -47,8 +50,8 @@ def language_model_config(sentiment_config, minutes):
             f"tokenizer.vocab_size={sentiment_config.tokenizer.vocab_size}",
             "tokenizer.lowercase=true",
             "tokenizer.split_punctuation=true",
-            f"model.embedding_dim={UNITS}",
-            f"model.units={UNITS}",
+            f"model.embedding_dim={units}",
+            f"model.units={units}",
             "model.layers=1",
             "model.dropout=0.2",
             "training.epochs=20",
@@ -58,78 +61,114 @@ def language_model_config(sentiment_config, minutes):
     )
 
 
-def run(dataset, corpus_name, minutes):
-    config = config_lib.resolve(
-        SentimentConfig,
-        [ROOT / "recipes" / "configs" / f"sentiment_{dataset}.yaml"],
-        [f"model.embedding_dim={UNITS}", f"model.units={UNITS}"],
-    )
-    data = sentiment_steps.dataset_data(dataset, config.training.seed, config.training.validation_fraction)
-    runs = ROOT / "runs" / f"bench_transfer_{dataset}_{corpus_name}"
-    shutil.rmtree(runs, ignore_errors=True)
+def first_words(lines, max_words):
+    """The leading lines of `lines` that hold at most `max_words` whitespace words."""
+    if max_words is None:
+        return lines
+    total = 0
+    for index, line in enumerate(lines):
+        total += len(line.split())
+        if total > max_words:
+            return lines[:index]
+    return lines
 
-    # 1. the language model
-    if corpus_name == "task":
-        corpus = lm_steps.Corpus(data.train["text"].tolist(), data.validation["text"].tolist(), None)
-    else:
-        corpus = lm_steps.dataset_corpus(corpus_name)
-    lm_config = language_model_config(config, minutes)
-    lm_steps.train(lm_config, corpus, runs / "language_model")
-    lm_trained = json.loads((runs / "language_model" / "training.json").read_text())
-    lm_metrics = lm_steps.evaluate(runs / "language_model", corpus.validation, "validation")
 
-    # 2. and 3. the classifiers
-    arms = {}
-    for arm, init in (("random_init", None), ("lm_init", runs / "language_model")):
-        start = time.perf_counter()
-        sentiment_steps.train(config, data, runs / arm, init_encoder_from=init)
-        seconds = time.perf_counter() - start
-        metrics = sentiment_steps.evaluate(runs / arm, data.test)
-        arms[arm] = {"accuracy": round(metrics["accuracy"], 4), "train_seconds": round(seconds, 1)}
+def train_language_model(lm_config, corpus, run_dir):
+    """Train a language model into `run_dir`; returns its row entry."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    lm_steps.train(lm_config, corpus, run_dir)
+    trained = json.loads((run_dir / "training.json").read_text())
+    metrics = lm_steps.evaluate(run_dir, corpus.validation, "validation")
     return {
-        "dataset": dataset,
-        "test_split": sentiment_steps.TEST_SPLITS[dataset],
-        "pretraining_corpus": corpus_name,
-        "language_model": {
-            "config": config_lib.to_dict(lm_config),
-            "train_seconds": round(lm_trained["seconds"], 1),
-            "epochs": lm_trained["epochs"],
-            "train_tokens": lm_trained["train_tokens"],
-            "validation_perplexity": round(lm_metrics["perplexity"], 2),
-        },
-        "classifier_config": config_lib.to_dict(config),
-        **arms,
-        "gain": round(arms["lm_init"]["accuracy"] - arms["random_init"]["accuracy"], 4),
+        "run_dir": str(run_dir.relative_to(ROOT)),
+        "config": config_lib.to_dict(lm_config),
+        "train_seconds": round(trained["seconds"], 1),
+        "epochs": trained["epochs"],
+        "train_lines": len(corpus.train),
+        "train_tokens": trained["train_tokens"],
+        "validation_perplexity": round(metrics["perplexity"], 2),
     }
+
+
+def train_classifier(config, data, run_dir, init=None):
+    shutil.rmtree(run_dir, ignore_errors=True)
+    start = time.perf_counter()
+    sentiment_steps.train(config, data, run_dir, init_encoder_from=init)
+    seconds = time.perf_counter() - start
+    metrics = sentiment_steps.evaluate(run_dir, data.test)
+    return {"accuracy": round(metrics["accuracy"], 4), "train_seconds": round(seconds, 1)}
+
+
+def run(datasets, corpora, units, minutes, max_words):
+    """Yields one row per (dataset, corpus) as soon as it is measured."""
+    runs = ROOT / "runs" / "bench_transfer"
+    shared = {}  # (corpus, vocabulary size) -> (run_dir, row entry), for corpora other than the task's own texts
+    for dataset in datasets:
+        config = config_lib.resolve(
+            SentimentConfig,
+            [ROOT / "recipes" / "configs" / f"sentiment_{dataset}.yaml"],
+            [f"model.embedding_dim={units}", f"model.units={units}"],
+        )
+        data = sentiment_steps.dataset_data(dataset, config.training.seed, config.training.validation_fraction)
+        random_init = train_classifier(config, data, runs / f"{dataset}_random_init")
+        for corpus_name in corpora:
+            lm_config = language_model_config(config, units, minutes)
+            if corpus_name == "task":
+                lm_dir = runs / f"{dataset}_language_model"
+                texts = first_words(data.train["text"].tolist(), max_words)  # data.train is shuffled
+                corpus = lm_steps.Corpus(texts, data.validation["text"].tolist(), None)
+                language_model = train_language_model(lm_config, corpus, lm_dir)
+            else:
+                key = (corpus_name, config.tokenizer.vocab_size)
+                if key not in shared:
+                    lm_dir = runs / f"{corpus_name}_{config.tokenizer.vocab_size}_language_model"
+                    corpus = lm_steps.dataset_corpus(corpus_name)
+                    corpus = lm_steps.Corpus(first_words(corpus.train, max_words), corpus.validation, corpus.test)
+                    shared[key] = (lm_dir, train_language_model(lm_config, corpus, lm_dir))
+                lm_dir, language_model = shared[key]
+            lm_init = train_classifier(config, data, runs / f"{dataset}_lm_init_{corpus_name}", init=lm_dir)
+            yield {
+                "dataset": dataset,
+                "test_split": sentiment_steps.TEST_SPLITS[dataset],
+                "pretraining_corpus": corpus_name,
+                "units": units,
+                "language_model": language_model,
+                "classifier_config": config_lib.to_dict(config),
+                "random_init": random_init,
+                "lm_init": lm_init,
+                "gain": round(lm_init["accuracy"] - random_init["accuracy"], 4),
+                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["sst2"], choices=sorted(sentiment_steps.TEST_SPLITS))
-    parser.add_argument("--corpus", default="task", choices=["task", "wikitext2"])
+    parser.add_argument("--corpora", nargs="+", default=["task"], choices=["task", "wikitext2"])
+    parser.add_argument("--units", type=int, default=256, help="embedding and GRU size of the LM and the classifier")
     parser.add_argument("--lm-minutes", type=float, default=10.0)
+    parser.add_argument("--lm-max-words", type=int, help="cap the language model's training texts (whitespace words)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "transfer.json"))
     args = parser.parse_args()
     out = Path(args.out)
     previous = json.loads(out.read_text())["rows"] if out.is_file() else []
     rows = {(r["dataset"], r["pretraining_corpus"]): r for r in previous}
-    for dataset in args.datasets:
-        row = run(dataset, args.corpus, args.lm_minutes)
-        row["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        rows[(dataset, args.corpus)] = row
-    result = {
-        "benchmark": "transfer",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "rows": list(rows.values()),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print("| dataset | LM corpus | LM minutes | LM val ppl | random init | LM init | gain |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    for row in run(args.datasets, args.corpora, args.units, args.lm_minutes, args.lm_max_words):
+        rows[(row["dataset"], row["pretraining_corpus"])] = row
+        result = {
+            "benchmark": "transfer",
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "rows": list(rows.values()),
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")  # after every row: a long run keeps what it measured
+    print("| dataset | LM corpus | units | LM minutes | LM val ppl | random init | LM init | gain |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in result["rows"]:
         lm = r["language_model"]
         print(
-            f"| {r['dataset']} ({r['test_split']}) | {r['pretraining_corpus']} | {lm['train_seconds'] / 60:.1f} | "
+            f"| {r['dataset']} ({r['test_split']}) | {r['pretraining_corpus']} | {r.get('units', 256)} | "
+            f"{lm['train_seconds'] / 60:.1f} | "
             f"{lm['validation_perplexity']:.1f} | {r['random_init']['accuracy']:.4f} | "
             f"{r['lm_init']['accuracy']:.4f} | {r['gain']:+.4f} |"
         )

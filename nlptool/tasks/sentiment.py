@@ -1,8 +1,8 @@
 """Sentiment (text classification): config, model, evaluation, export module.
 
-Model: token ids -> Embedding (mask_zero) -> stacked (bi)directional nlptool
-GRU -> masked max and mean pooling over time -> dropout -> softmax over the
-classes. The tokeniser stays outside the trained model (it runs in the
+Model: token ids -> Embedding (mask_zero) -> optional word dropout ->
+stacked (bi)directional nlptool GRU -> masked max and mean pooling over
+time -> dropout -> softmax over the classes. The tokeniser stays outside the trained model (it runs in the
 tf.data pipeline) and joins it again in the export module, which takes raw
 strings.
 """
@@ -31,6 +31,7 @@ class ModelConfig:
     layers: int = 1  # stacked GRU layers
     bidirectional: bool = True
     dropout: float = 0.3  # before the classifier, and on the GRU inputs
+    embedding_dropout: float = 0.0  # share of tokens whose whole vector is zeroed in training (word dropout)
     pooling: Literal["last", "max_mean"] = "max_mean"  # what summarises the sequence
 
 
@@ -88,6 +89,14 @@ def build_model(config, vocabulary_size, num_classes):
     # === Layers ===
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     x = keras.layers.Embedding(vocabulary_size, model_config.embedding_dim, mask_zero=True, name="embedding")(ids)
+    if model_config.embedding_dropout:
+        # one draw per token, not per feature: the classifier cannot lean on any single word
+        x = keras.layers.Dropout(
+            model_config.embedding_dropout,
+            noise_shape=(None, None, 1),
+            seed=config.training.seed,
+            name="embedding_dropout",
+        )(x)
     for index in range(model_config.layers):
         last = index == model_config.layers - 1
         gru = GRU(

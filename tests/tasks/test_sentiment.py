@@ -18,7 +18,7 @@ from nlptool import config as config_lib
 from nlptool.cli import main
 from nlptool.data.csv import LabeledData, LabelMap
 from nlptool.tasks import sentiment_steps as steps
-from nlptool.tasks.sentiment import MaskedMaxMeanPooling, SentimentConfig
+from nlptool.tasks.sentiment import MaskedMaxMeanPooling, SentimentConfig, build_model
 
 POSITIVE = ["good fun", "great cast", "lovely film", "fun and good", "great story", "lovely and great"]
 NEGATIVE = ["dull plot", "bad acting", "boring film", "dull and bad", "awful story", "boring and awful"]
@@ -52,6 +52,21 @@ def test_masked_pooling_ignores_padding():
     mask = np.array([[True, True, False], [True, False, False]])
     out = MaskedMaxMeanPooling()(tf.constant(x), mask=tf.constant(mask)).numpy()
     np.testing.assert_allclose(out, [[3.0, 2.0, 2.0, -1.5], [-1.0, -2.0, -1.0, -2.0]])
+
+
+def test_word_dropout_zeroes_whole_tokens_in_training_only():
+    config = tiny_config(**{"model.embedding_dropout": 0.5, "model.embedding_dim": 6})
+    model = build_model(config, vocabulary_size=40, num_classes=2)
+    ids = np.arange(1, 33, dtype="int32").reshape(2, 16)
+    embedded = model.get_layer("embedding")(ids)
+    dropped = model.get_layer("embedding_dropout")(embedded, training=True).numpy()
+    kept = np.any(dropped != 0, axis=-1)  # (batch, time): was the token kept?
+    # a token is kept or dropped as a whole, and kept vectors are scaled by 1 / (1 - rate)
+    np.testing.assert_allclose(dropped[kept], 2 * embedded.numpy()[kept], rtol=1e-6)
+    assert 0 < kept.sum() < kept.size
+    np.testing.assert_array_equal(model.get_layer("embedding_dropout")(embedded, training=False), embedded)
+    # inference never drops: the model gives the same output twice
+    np.testing.assert_array_equal(model(ids, training=False), model(ids, training=False))
 
 
 def test_training_learns_and_fills_the_run_directory(tmp_path):
