@@ -317,6 +317,8 @@ def _read_imdb(path, split):
     frame = pd.read_csv(
         path, dtype={"id": str, "label": "int64", "rating": "int64", "text": str}, keep_default_na=False
     )
+    # the reviews mark line breaks with HTML "<br />"; text sent to a model has plain newlines
+    frame["text"] = frame["text"].str.replace(r"<br\s*/?>", "\n", regex=True)
     return frame[["text", "label"]]
 
 

@@ -36,7 +36,7 @@ def imdb_archive(path, reviews):
 REVIEWS = {
     ("train", "pos", "0_9"): 'Great, "moving" film.\nSecond line.',
     ("train", "pos", "10_7"): "Rather good.",
-    ("train", "neg", "3_1"): "Awful, just awful.",
+    ("train", "neg", "3_1"): "Awful,<br /><br />just awful.",
     ("test", "pos", "1_8"): "Lovely.",
     ("test", "neg", "2_2"): "Dull.",
 }
@@ -58,7 +58,7 @@ def test_download_verifies_extracts_and_prepares(isolated, monkeypatch):
     assert train.to_dict("records") == [
         {"text": 'Great, "moving" film.\nSecond line.', "label": 1},
         {"text": "Rather good.", "label": 1},
-        {"text": "Awful, just awful.", "label": 0},
+        {"text": "Awful,\n\njust awful.", "label": 0},  # HTML line breaks read as newlines
     ]
     assert datasets.load("imdb_test", "test")["label"].tolist() == [1, 0]
     folder = isolated / "cache" / "imdb_test"
