@@ -61,18 +61,6 @@ def language_model_config(sentiment_config, units, minutes):
     )
 
 
-def first_words(lines, max_words):
-    """The leading lines of `lines` that hold at most `max_words` whitespace words."""
-    if max_words is None:
-        return lines
-    total = 0
-    for index, line in enumerate(lines):
-        total += len(line.split())
-        if total > max_words:
-            return lines[:index]
-    return lines
-
-
 def train_language_model(lm_config, corpus, run_dir):
     """Train a language model into `run_dir`; returns its row entry."""
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -115,7 +103,7 @@ def run(datasets, corpora, units, minutes, max_words):
             lm_config = language_model_config(config, units, minutes)
             if corpus_name == "task":
                 lm_dir = runs / f"{dataset}_language_model"
-                texts = first_words(data.train["text"].tolist(), max_words)  # data.train is shuffled
+                texts = lm_steps.first_words(data.train["text"].tolist(), max_words)  # data.train is shuffled
                 corpus = lm_steps.Corpus(texts, data.validation["text"].tolist(), None)
                 language_model = train_language_model(lm_config, corpus, lm_dir)
             else:
@@ -123,7 +111,7 @@ def run(datasets, corpora, units, minutes, max_words):
                 if key not in shared:
                     lm_dir = runs / f"{corpus_name}_{config.tokenizer.vocab_size}_language_model"
                     corpus = lm_steps.dataset_corpus(corpus_name)
-                    corpus = lm_steps.Corpus(first_words(corpus.train, max_words), corpus.validation, corpus.test)
+                    corpus.train = lm_steps.first_words(corpus.train, max_words)
                     shared[key] = (lm_dir, train_language_model(lm_config, corpus, lm_dir))
                 lm_dir, language_model = shared[key]
             lm_init = train_classifier(config, data, runs / f"{dataset}_lm_init_{corpus_name}", init=lm_dir)

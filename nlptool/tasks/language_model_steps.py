@@ -57,6 +57,21 @@ def dataset_corpus(name, data_dir=None, max_train_lines=None):
     return Corpus(train[:max_train_lines] if max_train_lines else train, validation, test)
 
 
+def first_words(lines, max_words):
+    """The leading `lines` that hold at most `max_words` whitespace-separated
+    words in all (every line with `max_words` None): a corpus cut to a
+    training budget without breaking a line."""
+    if max_words is None:
+        return list(lines)
+    kept, total = [], 0
+    for line in lines:
+        total += len(line.split())
+        if total > max_words:
+            break
+        kept.append(line)
+    return kept
+
+
 def text_corpus(train_path, validation_path=None, test_path=None, column=None, validation_fraction=0.05):
     """A corpus from the user's text files (one line a row) or one CSV column.
     Without a validation file, the last `validation_fraction` of the training

@@ -629,3 +629,11 @@ def test_sentiment_training_starts_from_the_language_model(cli_run, loaded, tmp_
         sentiment_steps.train(
             config, data, tmp_path / "other", init_from=tmp_path / "run", init_encoder_from=cli_run[0]
         )
+
+
+def test_first_words_keeps_whole_lines_within_the_word_budget():
+    lines = ["a b", "c d e", "f", "g h"]
+    assert steps.first_words(lines, 5) == ["a b", "c d e"]
+    assert steps.first_words(lines, 6) == ["a b", "c d e", "f"]
+    assert steps.first_words(lines, 1) == []
+    assert steps.first_words(lines, None) == lines
