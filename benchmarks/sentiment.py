@@ -42,13 +42,12 @@ TARGETS = {"imdb": {"accuracy": 0.90, "train_seconds": 1800}, "sst2": {"accuracy
 def pretrain(dataset, data, run_dir, max_words):
     """A language model on the first `max_words` words of the training texts; its row entry."""
     config = config_lib.resolve(LanguageModelConfig, [ROOT / "recipes" / "configs" / f"language_model_{dataset}.yaml"])
-    texts = lm_steps.first_words(data.train["text"].tolist(), max_words)  # data.train is shuffled
-    lm_steps.train(config, lm_steps.Corpus(texts, data.validation["text"].tolist(), None), run_dir)
+    steps.pretrain_language_model(config, data, run_dir, max_words)  # data.train is shuffled
     trained = json.loads((run_dir / "training.json").read_text())
     metrics = lm_steps.evaluate(run_dir, data.validation["text"].tolist(), "validation")
     return {
         "config": config_lib.to_dict(config),
-        "train_texts": len(texts),
+        "train_texts": len(lm_steps.first_words(data.train["text"].tolist(), max_words)),
         "train_tokens": trained["train_tokens"],
         "train_seconds": round(trained["seconds"], 1),
         "epochs": trained["epochs"],

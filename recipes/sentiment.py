@@ -6,6 +6,7 @@ Raw sentences in, a SavedModel that answers raw strings out:
     python recipes/sentiment.py                                   # SST-2, recipes/configs/sentiment_sst2.yaml
     python recipes/sentiment.py --dataset imdb --config recipes/configs/sentiment_imdb.yaml
     python recipes/sentiment.py --csv reviews.csv --text-column review --label-column stars
+    python recipes/sentiment.py --dataset imdb --pretrain recipes/configs/language_model_imdb.yaml
 
 This script and `nlptool train sentiment` run the same steps
 (`nlptool.tasks.sentiment_steps`); read it top to bottom to see them.
@@ -22,6 +23,7 @@ from nlptool import config as config_lib
 from nlptool.data import DatasetError
 from nlptool.data.csv import LabeledData
 from nlptool.tasks import sentiment_steps as steps
+from nlptool.tasks.language_model import LanguageModelConfig
 from nlptool.tasks.sentiment import SentimentConfig
 
 HERE = Path(__file__).resolve().parent
@@ -34,6 +36,8 @@ parser.add_argument("--config", action="append", help="YAML configs; several mer
 parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
 parser.add_argument("--max-train-examples", type=int, help="train on the first N examples only")
 parser.add_argument("--run-dir", help="default: runs/sentiment_<dataset>")
+parser.add_argument("--pretrain", metavar="LM_CONFIG", help="first train this language model on the training texts")
+parser.add_argument("--pretrain-words", type=int, default=3_000_000, help="words of training text it reads")
 args = parser.parse_args()
 
 """
@@ -75,15 +79,33 @@ except DatasetError as error:
 print(f"{len(data.train):,} training, {len(data.validation):,} validation examples; classes {data.label_map.names}")
 
 """
-## Train
+## Pre-train (optional)
 
-The tokeniser is learnt from the training texts and runs in the tf.data
-pipeline; batches group texts of similar length. Checkpoints, TensorBoard
-logs and a resumable backup go to the run directory.
+With `--pretrain`, a word-level GRU language model first learns to predict
+the next word of the training texts (their first `--pretrain-words` words;
+no labels, nothing from outside them), and the classifier starts from its
+tokeniser, embedding and forward GRU. On IMDB this adds about 1.8 points of
+test accuracy (README, Transfer). The language model goes to
+RUN_DIR_language_model.
 """
 
 start = time.perf_counter()
-steps.train(config, data, run_dir)
+language_model = None
+if args.pretrain:
+    lm_config = config_lib.resolve(LanguageModelConfig, [args.pretrain])
+    language_model = run_dir.with_name(run_dir.name + "_language_model")
+    steps.pretrain_language_model(lm_config, data, language_model, args.pretrain_words)
+
+"""
+## Train
+
+The tokeniser is learnt from the training texts (or comes from the language
+model) and runs in the tf.data pipeline; batches group texts of similar
+length. Checkpoints, TensorBoard logs and a resumable backup go to the run
+directory.
+"""
+
+steps.train(config, data, run_dir, init_encoder_from=language_model)
 print(f"Trained in {time.perf_counter() - start:.0f} s")
 
 """

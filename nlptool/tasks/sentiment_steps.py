@@ -192,6 +192,20 @@ def train(config, data, run_dir, init_from=None, init_encoder_from=None, verbose
     return model, tokenizer
 
 
+def pretrain_language_model(lm_config, data, run_dir, max_words=None, verbose=2):
+    """Train a language model (`lm_config`, a LanguageModelConfig) into
+    `run_dir` on the classifier's own training texts, the first `max_words`
+    words of them (all with None), validated on its validation texts; then
+    `train(..., init_encoder_from=run_dir)` starts from it. Uses nothing
+    outside `data`'s training and validation texts. Returns `run_dir`."""
+    from nlptool.tasks import language_model_steps
+
+    texts = language_model_steps.first_words(data.train["text"].tolist(), max_words)
+    corpus = language_model_steps.Corpus(texts, data.validation["text"].tolist(), None)
+    language_model_steps.train(lm_config, corpus, run_dir, verbose=verbose)
+    return Path(run_dir)
+
+
 def transfer_encoder(language_model, model):
     """Copy a language model's embedding and GRU weights into the
     classifier `model` (built with the language model's embedding size and

@@ -637,3 +637,21 @@ def test_first_words_keeps_whole_lines_within_the_word_budget():
     assert steps.first_words(lines, 6) == ["a b", "c d e", "f"]
     assert steps.first_words(lines, 1) == []
     assert steps.first_words(lines, None) == lines
+
+
+def test_pretraining_on_the_classifiers_texts_respects_the_word_budget(tmp_path):
+    train = pd.DataFrame({"text": TRAIN[:9], "label": ["pos", "neg"] * 4 + ["pos"]})
+    validation = pd.DataFrame({"text": TRAIN[9:], "label": ["pos"]})
+    data = LabeledData(train, validation, None, LabelMap.from_labels(train["label"]))
+    run = sentiment_steps.pretrain_language_model(
+        lm_config("training.epochs=1"), data, tmp_path / "lm", max_words=12, verbose=0
+    )
+    # the first two texts hold 12 words; the stream has one </s> in front and one after each line
+    assert json.loads((run / "training.json").read_text())["train_tokens"] == 1 + 12 + 2
+    config = sentiment_config(**{"training.epochs": 1})
+    sentiment_steps.train(config, data, tmp_path / "classifier", init_encoder_from=run, verbose=0)
+    _, lm_tokenizer, lm = steps.load_run(run)
+    _, tokenizer, _, model = sentiment_steps.load_run(tmp_path / "classifier")
+    assert tokenizer.vocabulary == lm_tokenizer.vocabulary  # learnt from the two texts only
+    assert set(tokenizer.vocabulary) >= {"the", "cat", "dog", "log"}
+    assert "ran" not in tokenizer.vocabulary  # only in later texts
