@@ -2,9 +2,9 @@
 
 Model: token ids -> Embedding (mask_zero) -> optional word dropout ->
 stacked (bi)directional nlptool GRU -> masked max and mean pooling over
-time -> dropout -> softmax over the classes. The tokeniser stays outside the trained model (it runs in the
-tf.data pipeline) and joins it again in the export module, which takes raw
-strings.
+time -> dropout -> softmax over the classes. The tokeniser stays outside
+the trained model (it runs in the tf.data pipeline) and joins it again in
+the export module, which takes raw strings.
 """
 
 import dataclasses
