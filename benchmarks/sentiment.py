@@ -30,6 +30,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from nlptool import config as config_lib
+from nlptool import training
 from nlptool.tasks import language_model_steps as lm_steps
 from nlptool.tasks import sentiment_steps as steps
 from nlptool.tasks.language_model import LanguageModelConfig
@@ -79,7 +80,7 @@ def run(dataset, overrides, pretrain_words=None):
         "pretraining": language_model,
         "train_examples": len(data.train),
         "train_seconds": round(seconds, 1),
-        "epochs_run": len(open(run_dir / "history.csv").read().splitlines()) - 1,
+        "epochs_run": training.epochs_run(run_dir),
         "accuracy": round(metrics["accuracy"], 4),
         "macro_f1": round(metrics["macro_f1"], 4),
         "target": target,
@@ -98,7 +99,7 @@ def main():
     args = parser.parse_args()
     out = Path(args.out)
     previous = json.loads(out.read_text())["rows"] if out.is_file() else []
-    by_name = {row.get("name", row["dataset"]): row for row in previous}  # a run keeps the other rows
+    by_name = {row["name"]: row for row in previous}  # a run keeps the other rows
     for dataset in args.datasets:
         row = run(dataset, args.set, args.pretrain_words if args.pretrain else None)
         row["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -115,7 +116,7 @@ def main():
     print("|---|---|---:|---:|---:|---:|---|")
     for r in rows:
         print(
-            f"| {r.get('name', r['dataset'])} | {r['test_split']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
+            f"| {r['name']} | {r['test_split']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
             f"{r['train_seconds']:.0f} | {r['epochs_run']} | {r['target_met']} |"
         )
     print(f"wrote {args.out}")

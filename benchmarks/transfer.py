@@ -61,18 +61,16 @@ def language_model_config(sentiment_config, units, minutes):
     )
 
 
-def train_language_model(lm_config, corpus, run_dir):
-    """Train a language model into `run_dir`; returns its row entry."""
-    shutil.rmtree(run_dir, ignore_errors=True)
-    lm_steps.train(lm_config, corpus, run_dir)
+def language_model_entry(lm_config, run_dir, train_lines, validation_lines):
+    """The row entry of a language model trained into `run_dir`."""
     trained = json.loads((run_dir / "training.json").read_text())
-    metrics = lm_steps.evaluate(run_dir, corpus.validation, "validation")
+    metrics = lm_steps.evaluate(run_dir, validation_lines, "validation")
     return {
         "run_dir": str(run_dir.relative_to(ROOT)),
         "config": config_lib.to_dict(lm_config),
         "train_seconds": round(trained["seconds"], 1),
         "epochs": trained["epochs"],
-        "train_lines": len(corpus.train),
+        "train_lines": train_lines,
         "train_tokens": trained["train_tokens"],
         "validation_perplexity": round(metrics["perplexity"], 2),
     }
@@ -103,16 +101,20 @@ def run(datasets, corpora, units, minutes, max_words):
             lm_config = language_model_config(config, units, minutes)
             if corpus_name == "task":
                 lm_dir = runs / f"{dataset}_language_model"
-                texts = lm_steps.first_words(data.train["text"].tolist(), max_words)  # data.train is shuffled
-                corpus = lm_steps.Corpus(texts, data.validation["text"].tolist(), None)
-                language_model = train_language_model(lm_config, corpus, lm_dir)
+                shutil.rmtree(lm_dir, ignore_errors=True)
+                sentiment_steps.pretrain_language_model(lm_config, data, lm_dir, max_words)  # data.train is shuffled
+                train_lines = len(lm_steps.first_words(data.train["text"].tolist(), max_words))
+                language_model = language_model_entry(lm_config, lm_dir, train_lines, data.validation["text"].tolist())
             else:
                 key = (corpus_name, config.tokenizer.vocab_size)
                 if key not in shared:
                     lm_dir = runs / f"{corpus_name}_{config.tokenizer.vocab_size}_language_model"
+                    shutil.rmtree(lm_dir, ignore_errors=True)
                     corpus = lm_steps.dataset_corpus(corpus_name)
                     corpus.train = lm_steps.first_words(corpus.train, max_words)
-                    shared[key] = (lm_dir, train_language_model(lm_config, corpus, lm_dir))
+                    lm_steps.train(lm_config, corpus, lm_dir)
+                    entry = language_model_entry(lm_config, lm_dir, len(corpus.train), corpus.validation)
+                    shared[key] = (lm_dir, entry)
                 lm_dir, language_model = shared[key]
             lm_init = train_classifier(config, data, runs / f"{dataset}_lm_init_{corpus_name}", init=lm_dir)
             yield {
@@ -155,7 +157,7 @@ def main():
     for r in result["rows"]:
         lm = r["language_model"]
         print(
-            f"| {r['dataset']} ({r['test_split']}) | {r['pretraining_corpus']} | {r.get('units', 256)} | "
+            f"| {r['dataset']} ({r['test_split']}) | {r['pretraining_corpus']} | {r['units']} | "
             f"{lm['train_seconds'] / 60:.1f} | "
             f"{lm['validation_perplexity']:.1f} | {r['random_init']['accuracy']:.4f} | "
             f"{r['lm_init']['accuracy']:.4f} | {r['gain']:+.4f} |"

@@ -18,7 +18,7 @@ def test_recipe_pretrains_a_language_model_and_starts_the_classifier_from_it(tmp
     classifier = tmp_path / "sentiment.yaml"
     classifier.write_text(
         "tokenizer: {kind: word, vocab_size: 60}\n"
-        "model: {embedding_dim: 8, units: 8}\n"
+        "model: {embedding_dim: 4, units: 6}\n"
         "training: {epochs: 2, batch_size: 8, validation_fraction: 0.25}\n"
     )
     language_model = tmp_path / "lm.yaml"
@@ -50,7 +50,7 @@ def test_recipe_pretrains_a_language_model_and_starts_the_classifier_from_it(tmp
     # the classifier took the language model's tokeniser and sizes
     assert tokenizer.vocabulary == lm_tokenizer.vocabulary
     saved = config_lib.resolve(SentimentConfig, [run / "config.yaml"])
-    assert (saved.model.embedding_dim, saved.model.units) == (8, 8)
+    assert (saved.model.embedding_dim, saved.model.units) == (8, 8)  # the language model's, not 4 and 6
     assert (run / "export" / "saved_model.pb").is_file()
     predictions = [line for line in result.stdout.splitlines() if line.startswith(("positive", "negative"))]
     assert len(predictions) == 3
