@@ -1,4 +1,4 @@
-"""
+r"""
 # Sentiment analysis with a bidirectional GRU
 
 Raw sentences in, a SavedModel that answers raw strings out:
@@ -7,6 +7,8 @@ Raw sentences in, a SavedModel that answers raw strings out:
     python recipes/sentiment.py --dataset imdb --config recipes/configs/sentiment_imdb.yaml
     python recipes/sentiment.py --csv reviews.csv --text-column review --label-column stars
     python recipes/sentiment.py --dataset imdb --pretrain recipes/configs/language_model_imdb.yaml
+    python recipes/sentiment.py --pretrain recipes/configs/language_model_sst2.yaml --pretrain-also imdb \
+        --set training.learning_rate=0.0005
 
 This script and `nlptool train sentiment` run the same steps
 (`nlptool.tasks.sentiment_steps`); read it top to bottom to see them.
@@ -37,7 +39,8 @@ parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", h
 parser.add_argument("--max-train-examples", type=int, help="train on the first N examples only")
 parser.add_argument("--run-dir", help="default: runs/sentiment_<dataset>")
 parser.add_argument("--pretrain", metavar="LM_CONFIG", help="first train this language model on the training texts")
-parser.add_argument("--pretrain-words", type=int, default=3_000_000, help="words of training text it reads")
+parser.add_argument("--pretrain-words", type=int, help="words of training text it reads (default: all)")
+parser.add_argument("--pretrain-also", nargs="+", default=[], metavar="DATASET", help="more training texts for it")
 args = parser.parse_args()
 
 """
@@ -82,11 +85,13 @@ print(f"{len(data.train):,} training, {len(data.validation):,} validation exampl
 ## Pre-train (optional)
 
 With `--pretrain`, a word-level GRU language model first learns to predict
-the next word of the training texts (their first `--pretrain-words` words;
-no labels, nothing from outside them), and the classifier starts from its
-tokeniser, embedding and forward GRU. On IMDB this adds 1.6 to 1.8 points
-of test accuracy (README, Benchmarks). The language model goes to
-RUN_DIR_language_model.
+the next word of the training texts (all of them, or their first
+`--pretrain-words` words; no labels), and the classifier starts from its
+tokeniser, embedding and forward GRU. `--pretrain-also DATASET` adds the
+training texts of other registered datasets, never a test split: SST-2's
+short phrases are too few on their own, IMDB's reviews are not. On IMDB
+this takes the test accuracy from 0.876 to 0.901 in 24 minutes (README,
+Benchmarks). The language model goes to RUN_DIR_language_model.
 """
 
 start = time.perf_counter()
@@ -94,7 +99,7 @@ language_model = None
 if args.pretrain:
     lm_config = config_lib.resolve(LanguageModelConfig, [args.pretrain])
     language_model = run_dir.with_name(run_dir.name + "_language_model")
-    steps.pretrain_language_model(lm_config, data, language_model, args.pretrain_words)
+    steps.pretrain_language_model(lm_config, data, language_model, args.pretrain_words, also=args.pretrain_also)
 
 """
 ## Train

@@ -15,6 +15,7 @@ the start of the stream.
 """
 
 import dataclasses
+import math
 from typing import Literal
 
 import keras
@@ -62,6 +63,12 @@ class TrainingConfig:
     lr_decay: float = 0.6  # the learning rate is multiplied by this every epoch from `lr_decay_start` on
     lr_decay_start: int = 3  # epochs at the full learning rate
     clip_norm: float = 0.25  # global gradient norm clipping
+    # 0: train on the full softmax. N > 0: a sampled softmax (Jean et al. 2015) over the
+    # targets and N draws (with replacement) from a log-uniform (Zipf) distribution over the
+    # ids, which the word tokeniser orders by frequency; 1,024 draws from 20,000 ids give
+    # about 590 distinct words. Training then costs O(N) per token instead of
+    # O(vocabulary); validation, evaluation and generation always use the full softmax.
+    softmax_samples: int = 0
     max_minutes: float | None = None  # stop after the epoch that passes this wall-clock budget
     seed: int = 1234
     early_stopping_patience: int = 3
@@ -169,16 +176,23 @@ class LanguageModel(keras.Model):
         layers,
         dropout=0.0,
         tie_weights=True,
+        softmax_samples=0,
         seed=0,
         **kw,
     ):
         super().__init__(**kw)
+        if not 0 <= softmax_samples < vocabulary_size:
+            raise ValueError(
+                f"softmax_samples must be 0 (full softmax) or below the vocabulary size "
+                f"{vocabulary_size}, got {softmax_samples}."
+            )
         self.vocabulary_size = vocabulary_size
         self.embedding_dim = embedding_dim
         self.units = units
         self.num_layers = layers
         self.dropout = dropout
         self.tie_weights = tie_weights
+        self.softmax_samples = softmax_samples
         self.seed = seed
         self.embedding = keras.layers.Embedding(vocabulary_size, embedding_dim, name="embedding")
         self.grus = [
@@ -186,11 +200,13 @@ class LanguageModel(keras.Model):
             for i in range(layers)
         ]
         self.output_seed = keras.random.SeedGenerator(seed + layers, name="output_dropout_seed")
+        self.sampler_seed = keras.random.SeedGenerator(seed + layers + 1, name="softmax_sampler_seed")
         if tie_weights:
             self.projection = keras.layers.Dense(embedding_dim, name="projection") if units != embedding_dim else None
             self.output_bias = self.add_weight((vocabulary_size,), initializer="zeros", name="output_bias")
         else:
             self.projection = keras.layers.Dense(vocabulary_size, name="softmax")
+            self.projection.build((None, units))  # its weights are used directly (see softmax_weights)
         self.nll = TokenNLL()
         self._carried = None
 
@@ -201,6 +217,11 @@ class LanguageModel(keras.Model):
         self.call(ids)  # creates every weight
 
     def call(self, ids, states=None, training=False):
+        outputs, states = self.encode(ids, states=states, training=training)
+        return self.logits(outputs, training=training), states
+
+    def encode(self, ids, states=None, training=False):
+        """(GRU outputs (batch, time, units), final states of every layer)."""
         mask = tf.not_equal(ids, PAD_ID)
         x = self.embedding(ids)
         if states is None:
@@ -209,19 +230,73 @@ class LanguageModel(keras.Model):
         for gru, state in zip(self.grus, states):
             x, state = gru(x, initial_state=state, mask=mask, training=training)
             new_states.append(state)
-        return self.logits(x, training=training), new_states
+        return x, new_states
 
-    def logits(self, outputs, training=False):
-        """(..., units) GRU outputs -> (..., vocabulary) logits."""
+    def features(self, outputs, training=False):
+        """(..., units) GRU outputs -> the (..., d) vectors that the softmax
+        weights score: output dropout in training, then the projection to
+        the embedding size when the weights are tied."""
         if training and self.dropout:
             # one mask per sequence, shared over time
             keep = keras.random.dropout(tf.ones_like(outputs[:, :1, :]), self.dropout, seed=self.output_seed)
             outputs = outputs * keep
-        if not self.tie_weights:
-            return self.projection(outputs)
-        if self.projection is not None:
+        if self.tie_weights and self.projection is not None:
             outputs = self.projection(outputs)
-        return tf.matmul(outputs, self.embedding.embeddings, transpose_b=True) + self.output_bias
+        return outputs
+
+    def softmax_weights(self):
+        """(weights (vocabulary, d), bias (vocabulary,)) of the output softmax."""
+        if self.tie_weights:
+            return self.embedding.embeddings, self.output_bias
+        return tf.transpose(self.projection.kernel), self.projection.bias
+
+    def logits(self, outputs, training=False):
+        """(..., units) GRU outputs -> (..., vocabulary) logits."""
+        weights, bias = self.softmax_weights()
+        return tf.matmul(self.features(outputs, training=training), weights, transpose_b=True) + bias
+
+    def log_uniform_samples(self, targets):
+        """`softmax_samples` word ids drawn with replacement from the
+        log-uniform distribution P(k) = log((k + 2) / (k + 1)) / log(V + 1)
+        (most likely for the low, frequent ids), and the expected number of
+        draws of each target and of each sample: the `sampled_values` of
+        tf.nn.sampled_softmax_loss. The draws come from the model's seed
+        generator, so a resumed run draws what the uninterrupted one did."""
+        log_range = math.log(self.vocabulary_size + 1)
+        uniform = keras.random.uniform((self.softmax_samples,), seed=self.sampler_seed, dtype="float64")
+        sampled = tf.cast(tf.floor(tf.exp(uniform * log_range)) - 1, tf.int64)
+        sampled = tf.clip_by_value(sampled, 0, self.vocabulary_size - 1)
+
+        def expected_count(ids):
+            ids = tf.cast(ids, tf.float64)
+            probability = (tf.math.log(ids + 2.0) - tf.math.log(ids + 1.0)) / log_range
+            return tf.cast(self.softmax_samples * probability, tf.float32)
+
+        return sampled, expected_count(targets), expected_count(sampled)
+
+    def sampled_nll(self, outputs, targets):
+        """(sum of sampled-softmax losses, number of targets) of a training
+        batch: each target is scored against `softmax_samples` draws from the
+        log-uniform distribution (shared by the batch; see
+        `log_uniform_samples`), with the expected-count correction, so that
+        the gradient approximates the full softmax's. A target drawn among
+        the samples does not count against itself. <pad> targets count for
+        nothing."""
+        features = self.features(outputs, training=True)
+        weights, bias = self.softmax_weights()
+        labels = tf.reshape(tf.cast(targets, tf.int64), [-1, 1])
+        losses = tf.nn.sampled_softmax_loss(
+            weights,
+            bias,
+            labels=labels,
+            inputs=tf.reshape(tf.cast(features, weights.dtype), [-1, weights.shape[-1]]),
+            num_sampled=self.softmax_samples,
+            num_classes=self.vocabulary_size,
+            sampled_values=self.log_uniform_samples(labels),
+            remove_accidental_hits=True,
+        )
+        mask = tf.reshape(tf.cast(tf.not_equal(targets, PAD_ID), tf.float32), [-1])
+        return tf.reduce_sum(losses * mask), tf.reduce_sum(mask)
 
     def step(self, tokens, states):
         """One generation step: tokens (batch,) and the layers' states ->
@@ -265,12 +340,18 @@ class LanguageModel(keras.Model):
     def train_step(self, data):
         ids, targets, states = self._window(data)
         with tf.GradientTape() as tape:
-            logits, new_states = self(ids, states=states, training=True)
-            nll_sum, count = token_nll(logits, targets)
+            outputs, new_states = self.encode(ids, states=states, training=True)
+            if self.softmax_samples:
+                nll_sum, count = self.sampled_nll(outputs, targets)
+            else:
+                nll_sum, count = token_nll(self.logits(outputs, training=True), targets)
             loss = nll_sum / tf.maximum(count, 1.0)
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        return self._record(nll_sum, count, new_states)
+        logs = self._record(nll_sum, count, new_states)
+        if self.softmax_samples:
+            del logs["perplexity"]  # of the sampled softmax: not a perplexity of the model
+        return logs
 
     def test_step(self, data):
         ids, targets, states = self._window(data)
@@ -290,6 +371,7 @@ class LanguageModel(keras.Model):
             "layers": self.num_layers,
             "dropout": self.dropout,
             "tie_weights": self.tie_weights,
+            "softmax_samples": self.softmax_samples,
             "seed": self.seed,
             "name": self.name,
         }
@@ -304,6 +386,7 @@ def build_model(config, vocabulary_size):
         m.layers,
         dropout=m.dropout,
         tie_weights=m.tie_weights,
+        softmax_samples=config.training.softmax_samples,
         seed=config.training.seed,
         name="language_model",
     )

@@ -291,6 +291,72 @@ def test_learning_rate_schedule_decays_after_the_start_epoch():
     assert [rate(epoch, None) for epoch in range(4)] == pytest.approx([0.5, 0.5, 0.05, 0.005])
 
 
+def test_untied_softmax_is_a_dense_layer_over_the_gru_outputs():
+    keras.utils.set_random_seed(5)
+    model = LanguageModel(12, 6, 8, layers=1, tie_weights=False)
+    model.build()
+    outputs = np.random.default_rng(0).normal(size=(2, 3, 8)).astype(np.float32)
+    kernel, bias = model.projection.kernel.numpy(), model.projection.bias.numpy()
+    np.testing.assert_allclose(model.logits(tf.constant(outputs)).numpy(), outputs @ kernel + bias, atol=1e-5)
+
+
+# --- sampled softmax ---
+
+CYCLE = np.tile(np.arange(4, 40, dtype=np.int32), 30)  # every token determines the next
+
+
+@pytest.mark.parametrize("tie_weights", [True, False])
+def test_a_sampled_softmax_trains_the_model_that_the_full_softmax_evaluates(tie_weights):
+    keras.utils.set_random_seed(0)
+    model = LanguageModel(40, 16, 24, layers=1, tie_weights=tie_weights, softmax_samples=6)
+    model.build()
+    model.carry_states(4)
+    model.compile(optimizer=keras.optimizers.Adam(0.03))
+    dataset = window_dataset(CYCLE, 4, 10)
+    before = model.evaluate(dataset, return_dict=True, verbose=0)["perplexity"]
+    history = model.fit(dataset, validation_data=dataset, epochs=12, verbose=0, shuffle=False).history
+    assert "perplexity" not in history  # the sampled loss is not the model's perplexity
+    after = model.evaluate(dataset, return_dict=True, verbose=0)["perplexity"]
+    # validation in fit scores the full softmax, as evaluate does
+    assert history["val_perplexity"][-1] == pytest.approx(after, rel=1e-5)
+    assert before > 30  # about the vocabulary size at the start
+    assert after < 1.5  # 6 sampled words per step taught the full softmax the cycle
+
+
+def test_log_uniform_draws_follow_their_expected_counts():
+    model = LanguageModel(50, 4, 4, layers=1, softmax_samples=40, seed=2)
+    model.build()
+    targets = tf.constant([[0], [1], [9], [49]], tf.int64)
+    draws = []
+    for _ in range(300):
+        sampled, target_counts, sampled_counts = model.log_uniform_samples(targets)
+        draws.append(sampled.numpy())
+    draws = np.concatenate(draws)
+    assert draws.min() >= 0 and draws.max() <= 49
+    probability = np.log((np.arange(50) + 2) / (np.arange(50) + 1)) / np.log(51)
+    assert probability.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(target_counts.numpy()[:, 0], 40 * probability[[0, 1, 9, 49]], rtol=1e-5)
+    np.testing.assert_allclose(sampled_counts.numpy(), 40 * probability[sampled.numpy()], rtol=1e-5)
+    frequency = np.bincount(draws, minlength=50) / len(draws)  # 12,000 draws
+    np.testing.assert_allclose(frequency[:5], probability[:5], atol=0.01)
+    assert frequency[25:].sum() == pytest.approx(probability[25:].sum(), abs=0.01)
+
+
+def test_sampled_softmax_ignores_padded_targets_and_checks_its_size():
+    keras.utils.set_random_seed(1)
+    model = LanguageModel(40, 8, 8, layers=1, softmax_samples=6)
+    model.build()
+    outputs = tf.random.normal((2, 5, 8))
+    targets = tf.constant([[5, 6, 7, PAD_ID, PAD_ID], [PAD_ID] * 5])
+    total, count = model.sampled_nll(outputs, targets)
+    assert count == 3 and total > 0
+    assert model.sampled_nll(outputs, tf.zeros_like(targets)) == (0, 0)
+    config = lm_config("training.softmax_samples=7")
+    assert build_model(config, 30).get_config()["softmax_samples"] == 7
+    with pytest.raises(ValueError, match="below the vocabulary size 30, got 30"):
+        build_model(lm_config("training.softmax_samples=30"), 30)
+
+
 # === 4. evaluation files ===
 
 
@@ -519,6 +585,24 @@ def test_resume_after_interruption_gives_the_uninterrupted_run(cli_run, files, t
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_sampled_softmax_run_resumes_to_the_uninterrupted_weights(files, tmp_path, interrupted_at_epoch):
+    config = lm_config("training.softmax_samples=5", "training.epochs=2")
+    corpus = steps.text_corpus(files[0], test_path=files[1])
+    steps.train(config, corpus, tmp_path / "straight", verbose=0)
+    with interrupted_at_epoch(1):
+        steps.train(config, corpus, tmp_path / "run", verbose=0)
+    steps.train(config, corpus, tmp_path / "run", verbose=0)
+    resumed, reference = (
+        pd.read_csv(tmp_path / "run" / "history.csv"),
+        pd.read_csv(tmp_path / "straight" / "history.csv"),
+    )
+    pd.testing.assert_frame_equal(resumed, reference)  # the second epoch drew the same samples
+    for a, b in zip(
+        steps.load_run(tmp_path / "run")[2].get_weights(), steps.load_run(tmp_path / "straight")[2].get_weights()
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
 # === 8. the CLI ===
 
 
@@ -655,3 +739,25 @@ def test_pretraining_on_the_classifiers_texts_respects_the_word_budget(tmp_path)
     assert tokenizer.vocabulary == lm_tokenizer.vocabulary  # learnt from the two texts only
     assert set(tokenizer.vocabulary) >= {"the", "cat", "dog", "log"}
     assert "ran" not in tokenizer.vocabulary  # only in later texts
+
+
+def test_pretraining_also_reads_the_training_split_of_other_datasets(tmp_path, monkeypatch):
+    train = pd.DataFrame({"text": TRAIN[:4], "label": ["pos", "neg"] * 2})
+    validation = pd.DataFrame({"text": TRAIN[9:], "label": ["pos"]})
+    data = LabeledData(train, validation, None, LabelMap.from_labels(train["label"]))
+    other = ["zebras graze", "zebras run far"]
+    asked = []
+
+    def load(name, split, data_dir=None):
+        asked.append((name, split))
+        return pd.DataFrame({"text": other})
+
+    monkeypatch.setattr(sentiment_steps.datasets, "load", load)
+    run = sentiment_steps.pretrain_language_model(
+        lm_config("training.epochs=1"), data, tmp_path / "lm", also=["other"], verbose=0
+    )
+    assert asked == [("other", "train")]  # never a test split
+    words = sum(len(t.split()) for t in TRAIN[:4] + other)
+    assert json.loads((run / "training.json").read_text())["train_tokens"] == 1 + words + len(TRAIN[:4] + other)
+    _, tokenizer, _ = steps.load_run(run)
+    assert "zebras" in tokenizer.vocabulary
