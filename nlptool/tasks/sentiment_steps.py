@@ -212,7 +212,8 @@ def pretrain_language_model(lm_config, data, run_dir, max_words=None, also=(), d
     """
     from nlptool.tasks import language_model_steps
 
-    validation = language_model_steps.first_words(data.validation["text"].tolist(), PRETRAIN_VALIDATION_WORDS)
+    validation = data.validation["text"].tolist()
+    validation = language_model_steps.first_words(validation, PRETRAIN_VALIDATION_WORDS) or validation[:1]
     texts = data.train["text"].tolist()
     if also:
         for name in also:

@@ -761,3 +761,16 @@ def test_pretraining_also_reads_the_training_split_of_other_datasets(tmp_path, m
     assert json.loads((run / "training.json").read_text())["train_tokens"] == 1 + words + len(TRAIN[:4] + other)
     _, tokenizer, _ = steps.load_run(run)
     assert "zebras" in tokenizer.vocabulary
+
+
+def test_pretraining_validates_on_the_first_words_of_the_validation_texts(tmp_path, monkeypatch):
+    train = pd.DataFrame({"text": TRAIN[:4], "label": ["pos", "neg"] * 2})
+    validation = pd.DataFrame({"text": ["a b c", "d e", "f g h i"], "label": ["pos", "neg", "pos"]})
+    data = LabeledData(train, validation, None, LabelMap.from_labels(train["label"]))
+    corpora = []
+    monkeypatch.setattr(steps, "train", lambda config, corpus, run_dir, verbose: corpora.append(corpus))
+    for budget, expected in [(5, ["a b c", "d e"]), (2, ["a b c"])]:  # never empty: one text at least
+        monkeypatch.setattr(sentiment_steps, "PRETRAIN_VALIDATION_WORDS", budget)
+        sentiment_steps.pretrain_language_model(lm_config(), data, tmp_path / "lm", verbose=0)
+        assert corpora[-1].validation == expected
+        assert corpora[-1].train == TRAIN[:4]
