@@ -205,7 +205,7 @@ def pretrain_language_model(lm_config, data, run_dir, max_words=None, also=(), d
     `run_dir`.
 
     `also` names registered datasets whose training splits join the
-    classifier's texts (IMDB's reviews for SST-2's short sentences, say);
+    classifier's texts (another site's film reviews, say);
     the texts are then shuffled together with the language model's seed.
     The language model reads the first `max_words` words of the result (all
     with None). No labels and no test split are read.
