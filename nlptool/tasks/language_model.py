@@ -206,7 +206,6 @@ class LanguageModel(keras.Model):
             self.output_bias = self.add_weight((vocabulary_size,), initializer="zeros", name="output_bias")
         else:
             self.projection = keras.layers.Dense(vocabulary_size, name="softmax")
-            self.projection.build((None, units))  # its weights are used directly (see softmax_weights)
         self.nll = TokenNLL()
         self._carried = None
 
@@ -244,16 +243,19 @@ class LanguageModel(keras.Model):
             outputs = self.projection(outputs)
         return outputs
 
+    def logits(self, outputs, training=False):
+        """(..., units) GRU outputs -> (..., vocabulary) logits."""
+        features = self.features(outputs, training=training)
+        if self.tie_weights:
+            return tf.matmul(features, self.embedding.embeddings, transpose_b=True) + self.output_bias
+        return self.projection(features)
+
     def softmax_weights(self):
-        """(weights (vocabulary, d), bias (vocabulary,)) of the output softmax."""
+        """(weights (vocabulary, d), bias (vocabulary,)) of the output
+        softmax, in the layout that tf.nn.sampled_softmax_loss takes."""
         if self.tie_weights:
             return self.embedding.embeddings, self.output_bias
         return tf.transpose(self.projection.kernel), self.projection.bias
-
-    def logits(self, outputs, training=False):
-        """(..., units) GRU outputs -> (..., vocabulary) logits."""
-        weights, bias = self.softmax_weights()
-        return tf.matmul(self.features(outputs, training=training), weights, transpose_b=True) + bias
 
     def log_uniform_samples(self, targets):
         """`softmax_samples` word ids drawn with replacement from the

@@ -342,15 +342,33 @@ def test_log_uniform_draws_follow_their_expected_counts():
     assert frequency[25:].sum() == pytest.approx(probability[25:].sum(), abs=0.01)
 
 
-def test_sampled_softmax_ignores_padded_targets_and_checks_its_size():
+def test_sampled_softmax_loss_matches_a_hand_computation_and_ignores_padding():
     keras.utils.set_random_seed(1)
-    model = LanguageModel(40, 8, 8, layers=1, softmax_samples=6)
+    model = LanguageModel(40, 8, 8, layers=1, softmax_samples=6)  # no dropout, no projection
     model.build()
     outputs = tf.random.normal((2, 5, 8))
-    targets = tf.constant([[5, 6, 7, PAD_ID, PAD_ID], [PAD_ID] * 5])
+    state = model.sampler_seed.state.numpy()
+    sampled, _, sampled_counts = model.log_uniform_samples(tf.zeros((1, 1), tf.int64))
+    sampled, sampled_counts = sampled.numpy(), sampled_counts.numpy().astype(np.float64)
+    hit = int(sampled[0])  # a target that meets itself among the samples
+    targets = tf.constant([[5, hit, 39, PAD_ID, PAD_ID], [hit, PAD_ID, PAD_ID, PAD_ID, PAD_ID]])
+    model.sampler_seed.state.assign(state)  # sampled_nll makes the same draws
     total, count = model.sampled_nll(outputs, targets)
-    assert count == 3 and total > 0
-    assert model.sampled_nll(outputs, tf.zeros_like(targets)) == (0, 0)
+    weights = model.embedding.embeddings.numpy().astype(np.float64)
+    bias = model.output_bias.numpy().astype(np.float64)
+    probability = np.log((np.arange(40) + 2) / (np.arange(40) + 1)) / np.log(41)
+    reference = 0.0
+    for (row, step), target in np.ndenumerate(targets.numpy()):
+        if target == PAD_ID:
+            continue
+        h = outputs.numpy()[row, step].astype(np.float64)
+        true_logit = weights[target] @ h + bias[target] - np.log(6 * probability[target])
+        sampled_logits = weights[sampled] @ h + bias[sampled] - np.log(sampled_counts)
+        sampled_logits = sampled_logits[sampled != target]  # a target drawn does not count against itself
+        reference += np.logaddexp.reduce(np.append(sampled_logits, true_logit)) - true_logit
+    assert float(count) == 4
+    assert float(total) == pytest.approx(reference, rel=1e-4)
+    assert [float(v) for v in model.sampled_nll(outputs, tf.zeros_like(targets))] == [0.0, 0.0]
     config = lm_config("training.softmax_samples=7")
     assert build_model(config, 30).get_config()["softmax_samples"] == 7
     with pytest.raises(ValueError, match="below the vocabulary size 30, got 30"):
