@@ -786,9 +786,125 @@ def test_pretraining_validates_on_the_first_words_of_the_validation_texts(tmp_pa
     validation = pd.DataFrame({"text": ["a b c", "d e", "f g h i"], "label": ["pos", "neg", "pos"]})
     data = LabeledData(train, validation, None, LabelMap.from_labels(train["label"]))
     corpora = []
-    monkeypatch.setattr(steps, "train", lambda config, corpus, run_dir, verbose: corpora.append(corpus))
+    monkeypatch.setattr(steps, "train", lambda config, corpus, run_dir, **_: corpora.append(corpus))
     for budget, expected in [(5, ["a b c", "d e"]), (2, ["a b c"])]:  # never empty: one text at least
         monkeypatch.setattr(sentiment_steps, "PRETRAIN_VALIDATION_WORDS", budget)
         sentiment_steps.pretrain_language_model(lm_config(), data, tmp_path / "lm", verbose=0)
         assert corpora[-1].validation == expected
         assert corpora[-1].train == TRAIN[:4]
+
+
+# === 10. a backward language model for the classifier's backward direction ===
+
+
+@pytest.fixture(scope="module")
+def backward_run(cli_run, files):
+    """A backward model trained by the CLI on cli_run's tokeniser and embedding."""
+    run = cli_run[0].parent / "backward"
+    sets = [a for s in [*TINY, "model.direction=backward"] for a in ("--set", s)]
+    code, _, err = run_cli(
+        ["train", "language-model", "--text-file", files[0], "--test-file", files[1], *sets]
+        + ["--embedding-from", cli_run[0], "--epochs", "2", "--run-dir", run]
+    )
+    assert code == 0, err
+    return run
+
+
+def test_a_backward_model_reads_every_text_right_to_left(loaded):
+    config, tokenizer, _ = loaded
+    a, b, c = (tokenizer.vocabulary.index(w) + 4 for w in ("a", "cat", "dog"))
+    lines = ["a cat", "dog"]
+    assert steps.model_stream(config, tokenizer, lines).tolist() == [END_ID, a, b, END_ID, c, END_ID]
+    backward = dataclasses.replace(config, model=dataclasses.replace(config.model, direction="backward"))
+    assert steps.model_stream(backward, tokenizer, lines).tolist() == [END_ID, c, END_ID, b, a, END_ID]
+
+
+def test_a_backward_model_trains_on_the_forward_models_fixed_embedding(loaded, backward_run, files):
+    _, forward_tokenizer, forward = loaded
+    config, tokenizer, backward = steps.load_run(backward_run)
+    assert config.model.direction == "backward"
+    assert tokenizer.vocabulary == forward_tokenizer.vocabulary
+    np.testing.assert_array_equal(backward.embedding.get_weights()[0], forward.embedding.get_weights()[0])
+    history = pd.read_csv(backward_run / "history.csv")
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]  # the GRUs and the bias learnt
+    # evaluation reads the reversed stream: the metrics are the reversed stream's perplexity
+    metrics = json.loads((backward_run / "metrics.json").read_text())
+    reversed_stream = steps.token_stream(tokenizer, TEST, "line")[::-1]
+    nll, tokens = stream_nll(backward, reversed_stream)
+    assert metrics["tokens"] == tokens == 11
+    assert metrics["nll_per_token"] == pytest.approx(nll / tokens, rel=1e-5)
+    forward_nll, _ = stream_nll(backward, steps.token_stream(tokenizer, TEST, "line"))
+    assert forward_nll != pytest.approx(nll, rel=1e-3)
+
+
+def test_a_backward_model_neither_generates_nor_exports(backward_run, tmp_path):
+    code, _, err = run_cli(["export", backward_run, tmp_path / "export"])
+    assert code == 2 and "is a backward language model" in err
+    assert not (tmp_path / "export").exists()
+    code, _, err = run_cli(["generate", backward_run, "the cat"])
+    assert code == 2 and "only forward models generate" in err
+
+
+def test_embedding_from_needs_the_same_embedding_size(cli_run, files, tmp_path):
+    sets = [a for s in [*TINY, "model.embedding_dim=6"] for a in ("--set", s)]
+    code, _, err = run_cli(
+        ["train", "language-model", "--text-file", files[0], *sets]
+        + ["--embedding-from", cli_run[0], "--run-dir", tmp_path / "run"]
+    )
+    assert code == 2 and "8-dimensional embeddings" in err and "embedding_dim 6" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_transfer_encoder_starts_the_backward_direction_from_the_backward_model(cli_run, loaded, backward_run):
+    _, tokenizer, forward = loaded
+    config = sentiment_config(**{"model.units": 12, "model.embedding_dim": 8, "model.bidirectional": True})
+    _, _, models = sentiment_steps.load_encoders([backward_run, cli_run[0]])  # in either order
+    keras.utils.set_random_seed(0)
+    model = sentiment.build_model(config, tokenizer.vocabulary_size(), 2)
+    transferred = sentiment_steps.transfer_encoder(models, model)
+    layer = model.get_layer("bidirectional_0")
+    assert transferred == ["embedding", layer.forward_layer.path, layer.backward_layer.path]
+    _, _, backward = steps.load_run(backward_run)
+    for target, source in [(layer.forward_layer, forward.grus[0]), (layer.backward_layer, backward.grus[0])]:
+        for a, b in zip(target.get_weights(), source.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    unidirectional = sentiment.build_model(
+        dataclasses.replace(config, model=dataclasses.replace(config.model, bidirectional=False)),
+        tokenizer.vocabulary_size(),
+        2,
+    )
+    with pytest.raises(sentiment_steps.RunError, match="starts a bidirectional classifier"):
+        sentiment_steps.transfer_encoder(models, unidirectional)
+
+
+def test_load_encoders_wants_one_forward_model_and_a_backward_one_on_its_embedding(cli_run, backward_run, tmp_path):
+    with pytest.raises(sentiment_steps.RunError, match=r"got .*backward \(backward\)"):
+        sentiment_steps.load_encoders(backward_run)
+    with pytest.raises(sentiment_steps.RunError, match="or from a forward and a backward one"):
+        sentiment_steps.load_encoders([cli_run[0], cli_run[0]])
+    # a backward model with its own embedding cannot share the classifier's one embedding
+    corpus = steps.Corpus(TRAIN[:9], TRAIN[9:], None)
+    own = tmp_path / "own"
+    steps.train(lm_config("model.direction=backward", "training.epochs=1"), corpus, own, verbose=0)
+    with pytest.raises(sentiment_steps.RunError, match="does not share the embedding"):
+        sentiment_steps.load_encoders([cli_run[0], own])
+
+
+def test_sentiment_cli_starts_both_directions_from_a_forward_and_a_backward_model(cli_run, backward_run, tmp_path):
+    csv = tmp_path / "reviews.csv"
+    texts = ["the cat sat", "the dog ran", "a cat and a dog", "the end"] * 3
+    pd.DataFrame({"review": texts, "stars": ["pos", "neg"] * 6}).to_csv(csv, index=False)
+    run = tmp_path / "classifier"
+    args = ["train", "sentiment", "--csv", csv, "--text-column", "review", "--label-column", "stars"]
+    args += ["--set", "training.validation_fraction=0.5", "--epochs", "1", "--run-dir", run]
+    code, _, err = run_cli([*args, "--init-encoder-from", cli_run[0], backward_run])
+    assert code == 0, err
+    _, _, _, model = sentiment_steps.load_run(run)
+    _, _, backward = steps.load_run(backward_run)
+    backward_layer = model.get_layer("bidirectional_0").backward_layer
+    # one epoch of Adam moved the weights, but they started from the backward model, not at random
+    for a, b in zip(backward_layer.get_weights(), backward.grus[0].get_weights()):
+        np.testing.assert_allclose(a, b, atol=0.05)
+    code, _, err = run_cli([*args[:-1], tmp_path / "other", "--init-encoder-from", backward_run])
+    assert code == 2 and "starts from a forward language model" in err
+    assert not (tmp_path / "other").exists()
