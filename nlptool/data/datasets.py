@@ -42,6 +42,7 @@ import csv
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -339,7 +340,24 @@ def _prepare_imdb(extracted, folder):
 def _read_sst2(path, split):
     # quoting=3 (none): SST-2 sentences contain bare double quotes
     frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype={"sentence": str, "label": "int64"})
-    return frame.rename(columns={"sentence": "text"})[["text", "label"]]
+    frame["text"] = frame["sentence"].map(untokenize_ptb)
+    return frame[["text", "label"]]
+
+
+_SPLIT_NEGATION = re.compile(r"\b(ca|wo|sha) n't\b")  # can't, won't, shan't lose letters when split
+_SPLIT_CLITIC = re.compile(r"(\w) (n't|'s|'re|'ve|'ll|'d|'m)\b")
+
+
+def untokenize_ptb(text):
+    """Penn-Treebank-tokenised text (GLUE's SST-2) with its contractions
+    joined again and its quotes made plain: "it 's ``fun'' , is n't it"
+    -> 'it's "fun" , isn't it'. A model serves raw text ("isn't"), which
+    the word tokeniser splits as isn ' t, where the split form would give
+    is n ' t: the same negation would be two different words in training
+    and in use."""
+    text = _SPLIT_NEGATION.sub(lambda m: {"ca": "can", "wo": "won", "sha": "shan"}[m.group(1)] + "'t", text)
+    text = _SPLIT_CLITIC.sub(r"\1\2", text)
+    return text.replace("``", '"').replace("''", '"')
 
 
 def _prepare_sst2(extracted, folder):

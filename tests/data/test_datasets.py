@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nlptool.data import datasets
+from nlptool.tokenizers.word import WordTokenizer
 
 MIRROR = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -100,9 +101,25 @@ def test_sst2_zip_is_prepared(isolated, monkeypatch):
         zipped.writestr("SST-2/test.tsv", "index\tsentence\n0\tunlabelled\n")
     register_local_copy(monkeypatch, "sst2", archive)
     assert datasets.load("sst2_test", "train").to_dict("records") == [
-        {"text": 'it \'s a "gem"', "label": 1},
+        {"text": 'it\'s a "gem"', "label": 1},  # contractions joined as in raw text
         {"text": "flat", "label": 0},
     ]
+
+
+@pytest.mark.parametrize(
+    "ptb,raw",
+    [
+        ("it 's ``fun'' , is n't it ?", "it's \"fun\" , isn't it ?"),
+        ("i ca n't , you wo n't , we sha n't", "i can't , you won't , we shan't"),
+        ("you 've , i 'm , we 'd , they 'll , you 're", "you've , i'm , we'd , they'll , you're"),
+        ("the actors ' work , 's first", "the actors ' work , 's first"),  # no word before: kept
+    ],
+)
+def test_ptb_tokenised_text_gets_its_raw_form_back(ptb, raw):
+    assert datasets.untokenize_ptb(ptb) == raw
+    # what matters: the word tokeniser then splits training text as it splits raw input
+    tokenizer = WordTokenizer().train([raw])
+    assert tokenizer([datasets.untokenize_ptb(ptb)]).numpy().tolist() == tokenizer([raw]).numpy().tolist()
 
 
 def test_lookup_order_argument_then_environment_then_cache(isolated, monkeypatch):
@@ -143,6 +160,9 @@ def test_the_mirror_reads_with_the_published_sizes(monkeypatch):
         assert len(frame) == size, (name, split)
         assert set(frame["label"]) == {0, 1}
         assert frame["text"].str.len().min() > 0
+    for split in ("train", "dev"):  # SST-2 reads as raw text: no split contractions, no PTB quotes
+        text = datasets.load("sst2", split, download=False)["text"]
+        assert not text.str.contains(r" n't|``|''").any()
 
 
 def test_registered_sources_are_complete():
