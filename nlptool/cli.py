@@ -163,8 +163,6 @@ def train_sentiment(args):
     seed, fraction = config.training.seed, config.training.validation_fraction
     if args.text_file:
         raise UsageError("--text-file is for language models; a sentiment run takes --dataset or --csv.")
-    if args.embedding_from:
-        raise UsageError("--embedding-from is for language models; a sentiment run takes --init-encoder-from.")
     # read and check all the data before anything is written
     try:
         if args.dataset:
@@ -223,10 +221,7 @@ def train_language_model(args):
     except (DatasetError, steps.RunError) as error:
         raise UsageError(str(error)) from None
     with new_run(args.run_dir, source) as run_dir:
-        try:
-            steps.train(config, corpus, run_dir, embedding_from=args.embedding_from)
-        except steps.RunError as error:
-            raise UsageError(str(error)) from None
+        steps.train(config, corpus, run_dir)
     if corpus.test is not None:
         print_lm_metrics(steps.evaluate(run_dir, corpus.test))
 
@@ -245,14 +240,7 @@ def train_translation(args):
     from nlptool.data import DatasetError
     from nlptool.tasks import translation_steps as steps
 
-    if (
-        args.init_from
-        or args.init_encoder_from
-        or args.embedding_from
-        or args.label_column
-        or args.text_column
-        or args.text_file
-    ):
+    if args.init_from or args.init_encoder_from or args.label_column or args.text_column or args.text_file:
         raise UsageError("A translation run takes --dataset or --csv with --source-column and --target-column.")
     config = translation_config(args)
     try:
@@ -521,16 +509,7 @@ def build_parser():
     train.add_argument("--init-from", help="start from this run's tokeniser and weights (fine-tuning)")
     train.add_argument(
         "--init-encoder-from",
-        nargs="+",
-        metavar="LM_RUN",
-        help="sentiment: start from these language-model runs' tokeniser, embedding and GRU layers "
-        "(a forward run, and optionally a backward run trained with --embedding-from the forward one)",
-    )
-    train.add_argument(
-        "--embedding-from",
-        metavar="LM_RUN",
-        help="language model: take this run's tokeniser and embedding, kept fixed "
-        "(for a backward model: --set model.direction=backward)",
+        help="sentiment: start from this language-model run's tokeniser, embedding and GRU layers",
     )
     train.add_argument("--run-dir", required=True)
     train.set_defaults(run=task_train)

@@ -47,11 +47,6 @@ class ModelConfig:
     layers: int = 2
     dropout: float = 0.4  # variational: on each GRU layer's input and on the last output
     tie_weights: bool = True  # the softmax reuses the embedding matrix
-    # "backward": the model reads every text right to left (the token stream reversed) and
-    # predicts the word before; it starts the backward direction of a bidirectional
-    # classifier (ELMo's backward LM). Trained, validated and evaluated on the reversed
-    # stream; it does not generate text.
-    direction: Literal["forward", "backward"] = "forward"
 
 
 @dataclasses.dataclass

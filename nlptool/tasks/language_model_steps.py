@@ -150,14 +150,6 @@ def token_stream(tokenizer, lines, unit):
     return np.concatenate(parts)
 
 
-def model_stream(config, tokenizer, lines):
-    """The id stream that a model of `config` reads: `token_stream`, reversed
-    for a backward model (every text's tokens last to first, each text after
-    its </s>, as the forward stream has them before)."""
-    stream = token_stream(tokenizer, lines, config.tokenizer.unit)
-    return stream[::-1].copy() if config.model.direction == "backward" else stream
-
-
 def word_count(lines, unit):
     """Words of the corpus in the PTB convention (whitespace-split words plus
     one end of line per line); None for "text" corpora."""
@@ -191,43 +183,21 @@ def learning_rate_schedule(config):
     return keras.callbacks.LearningRateScheduler(rate)
 
 
-def train(config, corpus, run_dir, embedding_from=None, verbose=2):
+def train(config, corpus, run_dir, verbose=2):
     """Train a language model into `run_dir`; returns (model, tokenizer).
-    Running it again on an interrupted run directory resumes it.
-
-    With `embedding_from` (a language-model run directory) the model takes
-    that run's tokeniser and embedding, and the embedding (with the tied
-    softmax) stays fixed: the backward model of a forward/backward pair
-    trains this way, so that a bidirectional classifier can start both
-    directions from one embedding (ELMo's two directions share theirs).
-    """
+    Running it again on an interrupted run directory resumes it."""
     keras.utils.set_random_seed(config.training.seed)
     run_dir = Path(run_dir)
-    source = None
-    if embedding_from is not None:
-        source_config, tokenizer, source = load_run(embedding_from)
-        if source_config.model.embedding_dim != config.model.embedding_dim:
-            raise RunError(
-                f"{embedding_from} has {source_config.model.embedding_dim}-dimensional embeddings; "
-                f"this model has embedding_dim {config.model.embedding_dim}."
-            )
-        config = dataclasses.replace(
-            config,
-            tokenizer=dataclasses.replace(source_config.tokenizer, vocab_size=tokenizer.vocabulary_size()),
-        )
     run_dir.mkdir(parents=True, exist_ok=True)
-    if source is None:
-        tokenizer = make_tokenizer(config).train(training_texts(corpus.train, config.tokenizer.unit))
+    unit = config.tokenizer.unit
+    tokenizer = make_tokenizer(config).train(training_texts(corpus.train, unit))
     config_lib.save_yaml(config, run_dir / CONFIG_FILE)
     save_tokenizer(tokenizer, run_dir)
 
     t = config.training
-    train_stream = model_stream(config, tokenizer, corpus.train)
-    validation_stream = model_stream(config, tokenizer, corpus.validation)
+    train_stream = token_stream(tokenizer, corpus.train, unit)
+    validation_stream = token_stream(tokenizer, corpus.validation, unit)
     model = build_model(config, tokenizer.vocabulary_size())
-    if source is not None:
-        model.embedding.set_weights(source.embedding.get_weights())
-        model.embedding.trainable = False
     model.carry_states(t.batch_size)
     if t.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(t.learning_rate, global_clipnorm=t.clip_norm)
@@ -267,7 +237,7 @@ def evaluate(run_dir, lines, split_name="test"):
     run_dir = Path(run_dir)
     config, tokenizer, model = load_run(run_dir)
     unit = config.tokenizer.unit
-    stream = model_stream(config, tokenizer, lines)
+    stream = token_stream(tokenizer, lines, unit)
     started = time.monotonic()
     nll, tokens = stream_nll(model, stream)
     metrics = {
@@ -290,18 +260,9 @@ def evaluate(run_dir, lines, split_name="test"):
 # === Generation, export ===
 
 
-def require_forward(config, run_dir):
-    if config.model.direction != "forward":
-        raise RunError(
-            f"{run_dir} is a {config.model.direction} language model: it reads text right to left and "
-            "starts a classifier's backward direction; only forward models generate and export."
-        )
-
-
 def export(run_dir, out_dir, overwrite=False):
     """The string-in SavedModel of a run (see LanguageModelServing)."""
     config, tokenizer, model = load_run(run_dir)
-    require_forward(config, run_dir)
     module = LanguageModelServing(tokenizer, model, config.generation)
     return export_lib.save(
         module,
@@ -327,7 +288,6 @@ def generate(path, prompts, max_new_tokens=None, temperature=None, top_k=None, t
         defaults = {k: v.numpy().item() for k, v in signatures["generation_defaults"]().items()}
     else:
         config, tokenizer, model = load_run(path)
-        require_forward(config, path)
         module = LanguageModelServing(
             tokenizer, model, config.generation
         )  # kept alive: tf.function methods hold it weakly

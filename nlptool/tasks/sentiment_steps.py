@@ -129,7 +129,9 @@ def train(config, data, run_dir, init_from=None, init_encoder_from=None, verbose
     if init_from is not None:
         _, tokenizer, old_labels, old_model = load_run(init_from)
     elif init_encoder_from is not None:
-        lm_config, tokenizer, language_models = load_encoders(init_encoder_from)
+        from nlptool.tasks import language_model_steps
+
+        lm_config, tokenizer, language_model = language_model_steps.load_run(init_encoder_from)
         # the classifier takes the language model's sizes and tokeniser, and says so in its config.yaml
         config = dataclasses.replace(
             config,
@@ -152,7 +154,7 @@ def train(config, data, run_dir, init_from=None, init_encoder_from=None, verbose
                 continue  # a new head for a new label set
             layer.set_weights(old_model.get_layer(layer.name).get_weights())
     elif init_encoder_from is not None:
-        transferred = transfer_encoder(language_models, model)
+        transferred = transfer_encoder(language_model, model)
         logger.info("started from %s: %s", init_encoder_from, ", ".join(transferred))
     model.compile(
         optimizer=keras.optimizers.Adam(config.training.learning_rate),
@@ -195,9 +197,7 @@ def train(config, data, run_dir, init_from=None, init_encoder_from=None, verbose
 PRETRAIN_VALIDATION_WORDS = 200_000
 
 
-def pretrain_language_model(
-    lm_config, data, run_dir, max_words=None, also=(), data_dir=None, embedding_from=None, verbose=2
-):
+def pretrain_language_model(lm_config, data, run_dir, max_words=None, also=(), data_dir=None, verbose=2):
     """Train a language model (`lm_config`, a LanguageModelConfig) into
     `run_dir` on the classifier's training texts, validated on its
     validation texts (their first PRETRAIN_VALIDATION_WORDS words); then
@@ -221,94 +221,38 @@ def pretrain_language_model(
         np.random.default_rng(lm_config.training.seed).shuffle(texts)
     texts = language_model_steps.first_words(texts, max_words)
     corpus = language_model_steps.Corpus(texts, validation, None)
-    language_model_steps.train(lm_config, corpus, run_dir, embedding_from=embedding_from, verbose=verbose)
+    language_model_steps.train(lm_config, corpus, run_dir, verbose=verbose)
     return Path(run_dir)
 
 
-def load_encoders(runs):
-    """(config, tokenizer, models) of the language-model runs that a
-    classifier starts from: a forward model, or a forward and a backward one
-    that shares its embedding (trained with
-    `language_model_steps.train(..., embedding_from=forward run)`). `runs`
-    is one run directory or a list of them, in any order; the config and
-    tokenizer are the forward model's."""
-    from nlptool.tasks import language_model_steps
+def transfer_encoder(language_model, model):
+    """Copy a language model's embedding and GRU weights into the
+    classifier `model` (built with the language model's embedding size and
+    units); returns the names of the layers that received weights.
 
-    runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
-    loaded = [language_model_steps.load_run(run) for run in runs]
-    directions = [config.model.direction for config, _, _ in loaded]
-    if sorted(directions) not in (["forward"], ["backward", "forward"]):
-        found = ", ".join(f"{run} ({direction})" for run, direction in zip(runs, directions))
-        raise RunError(
-            f"A classifier starts from a forward language model, or from a forward and a backward one; got {found}."
-        )
-    forward_run = runs[directions.index("forward")]
-    config, tokenizer, forward = loaded[directions.index("forward")]
-    embedding = forward.embedding.get_weights()[0]
-    for run, (other_config, _, model) in zip(runs, loaded):
-        if other_config.model.units != config.model.units:
-            raise RunError(
-                f"{run} has {other_config.model.units} GRU units and {forward_run} {config.model.units}; "
-                "a bidirectional classifier needs one size for both directions."
-            )
-        if not np.array_equal(model.embedding.get_weights()[0], embedding):
-            raise RunError(
-                f"{run} does not share the embedding of {forward_run}: a classifier has one embedding for "
-                "both directions, so train the backward model with embedding_from= the forward run."
-            )
-    forward_first = sorted(range(len(runs)), key=lambda i: directions[i] != "forward")
-    return config, tokenizer, [loaded[i][2] for i in forward_first]
-
-
-def transfer_encoder(language_models, model):
-    """Copy language models' embedding and GRU weights into the classifier
-    `model` (built with their embedding size and units); returns the paths
-    of the layers that received weights. `language_models` is one forward
-    model, or [forward, backward] sharing one embedding (see `load_encoders`).
-
-    The embedding always transfers. The forward model's GRU layer i goes to
-    the classifier's layer i where the shapes agree: every layer of a
-    unidirectional stack (up to the language model's depth); in a
-    bidirectional stack, the forward direction of the first layer (deeper
-    layers take both directions as input, so no language model matches
-    them). The backward model's first layer goes to the backward direction
-    of the first bidirectional layer, which reads the text right to left as
-    that model did.
+    The embedding always transfers. GRU layer i takes the language model's
+    layer i where the shapes agree: every layer of a unidirectional stack
+    (up to the language model's depth); in a bidirectional stack, the
+    forward direction of the first layer (the backward direction reads the
+    text the other way round, and deeper layers take both directions as
+    input, so neither matches a left-to-right language model).
     """
-    if not isinstance(language_models, (list, tuple)):
-        language_models = [language_models]
-    forward, backward = language_models[0], (language_models[1] if len(language_models) > 1 else None)
-    model.get_layer("embedding").set_weights(forward.embedding.get_weights())
+    model.get_layer("embedding").set_weights(language_model.embedding.get_weights())
     transferred = ["embedding"]
-    for index, source in enumerate(forward.grus):
+    for index, source in enumerate(language_model.grus):
         try:
-            target = model.get_layer(f"bidirectional_{index}").forward_layer
+            layer = model.get_layer(f"bidirectional_{index}")
+            target = layer.forward_layer
         except ValueError:
             try:
                 target = model.get_layer(f"gru_{index}")
             except ValueError:
                 break  # the classifier has fewer layers
-        if not _copy(source, target):
+        if [w.shape for w in target.weights] != [w.shape for w in source.weights]:
             break
-        transferred.append(target.path)
-    if backward is not None:
-        try:
-            target = model.get_layer("bidirectional_0").backward_layer
-        except ValueError:
-            raise RunError("A backward language model starts a bidirectional classifier; this one is not.") from None
-        if not _copy(backward.grus[0], target):
-            raise RunError("The backward language model's GRU does not match the classifier's backward direction.")
+        target.set_weights(source.get_weights())
         transferred.append(target.path)
     return transferred
-
-
-def _copy(source, target):
-    """Copy one GRU's weights into another of the same shapes; False (and
-    nothing copied) when the shapes differ."""
-    if [w.shape for w in target.weights] != [w.shape for w in source.weights]:
-        return False
-    target.set_weights(source.get_weights())
-    return True
 
 
 # === Evaluation ===
