@@ -138,6 +138,7 @@ sentences = [
     "a gorgeous, witty and deeply moving film",
     "the plot is thin and the jokes are tired",
     "not bad at all",
+    "It isn't funny, and I didn't care about anyone in it.",
 ]
 for sentence, (label, probability) in zip(sentences, steps.predict(export_dir, sentences)):
     print(f"{label:9s} {probability:.2f}  {sentence}")
