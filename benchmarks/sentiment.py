@@ -10,7 +10,7 @@ dev) and writes benchmarks/results/sentiment.json:
 
 With `--seeds`, the classifier trains once per training seed (its
 initialisation, shuffling and dropout; the data split stays the config's)
-and the row gives the median accuracy, F1 and time, with each seed's
+into runs/bench_sentiment_<row>_seed<S>, and the row gives the median accuracy, F1 and time, with each seed's
 figures under "seeds": one SST-2 run moves by a point or two with the seed.
 With `--init-from RUN_DIR`, the classifier fine-tunes from that sentiment
 run (tokeniser and all weights; e.g. the IMDB row's run for SST-2).
@@ -163,12 +163,12 @@ def main():
         row = run(
             dataset,
             args.set,
-            args.seeds,
-            args.pretrain,
-            args.pretrain_words,
-            args.pretrain_set,
-            args.pretrain_also,
-            args.init_from,
+            seeds=args.seeds,
+            pretrain=args.pretrain,
+            pretrain_words=args.pretrain_words,
+            pretrain_overrides=args.pretrain_set,
+            pretrain_also=args.pretrain_also,
+            init_from=args.init_from,
         )
         row["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         by_name[row["name"]] = row

@@ -345,6 +345,7 @@ def _read_sst2(path, split):
 
 
 _SPLIT_NEGATION = re.compile(r"\b(ca|wo|sha) n't\b")  # can't, won't, shan't lose letters when split
+_JOINED_NEGATION = {"ca": "can't", "wo": "won't", "sha": "shan't"}
 _SPLIT_CLITIC = re.compile(r"(\w) (n't|'s|'re|'ve|'ll|'d|'m)\b")
 
 
@@ -355,7 +356,7 @@ def untokenize_ptb(text):
     the word tokeniser splits as isn ' t, where the split form would give
     is n ' t: the same negation would be two different words in training
     and in use."""
-    text = _SPLIT_NEGATION.sub(lambda m: {"ca": "can", "wo": "won", "sha": "shan"}[m.group(1)] + "'t", text)
+    text = _SPLIT_NEGATION.sub(lambda match: _JOINED_NEGATION[match.group(1)], text)
     text = _SPLIT_CLITIC.sub(r"\1\2", text)
     return text.replace("``", '"').replace("''", '"')
 
