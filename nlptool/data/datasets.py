@@ -96,6 +96,10 @@ class Dataset:
         file_sha256: relative path of a prepared file -> its SHA-256,
             checked after a download before the files are put in place.
             Required for every file when a source's checksum is unknown.
+        hold_out: hold_out(train_frame, fraction, seed) -> (train, validation),
+            for a training split whose rows are not independent (SST-2's
+            phrases of the same sentences); None: callers hold out a
+            stratified random share of the rows.
     """
 
     name: str
@@ -109,6 +113,7 @@ class Dataset:
     description: str = ""
     companions: tuple = ()
     file_sha256: dict = field(default_factory=dict)
+    hold_out: Callable[[pd.DataFrame, float, int], tuple] | None = None
 
     @property
     def splits(self):
@@ -361,6 +366,66 @@ def untokenize_ptb(text):
     return text.replace("``", '"').replace("''", '"')
 
 
+def _word_bounded(text):
+    # the form in which `text` is found inside " sentence " only at word boundaries; a phrase that
+    # starts with a clitic ("'s just bad") follows its word without a space ("it's just bad")
+    return (text if text.startswith(("'", "n't")) else f" {text}") + " "
+
+
+class _Haystack:
+    """Texts to look phrases up in, joined in chunks: one C-level `in` a
+    chunk rather than a Python-level test per text."""
+
+    def __init__(self, chunk=500):
+        self.chunks, self.pending, self.chunk = [], [], chunk
+
+    def add(self, text):
+        self.pending.append(f" {text} ")
+        if len(self.pending) == self.chunk:
+            self.chunks.append("\n".join(self.pending))
+            self.pending = []
+
+    def __contains__(self, needle):
+        return any(needle in chunk for chunk in self.chunks) or any(needle in text for text in self.pending)
+
+
+def treebank_sentences(texts):
+    """The texts that are whole sentences, not phrases of another text: in
+    a treebank's phrase-level training set (SST-2), every phrase is a part
+    of a sentence that is itself a row."""
+    found = _Haystack()
+    sentences = set()
+    for text in sorted(set(texts), key=len, reverse=True):
+        if _word_bounded(text) not in found:
+            sentences.add(text)
+            found.add(text)
+    return sentences
+
+
+def sst2_hold_out(frame, fraction, seed):
+    """(train, validation) of SST-2's training split, held out by sentence.
+
+    SST-2's training rows are the sentences of the treebank's training
+    section and every phrase of them ("a noble failure", "noble"), while its
+    dev set holds whole sentences only. A random share of rows would validate
+    on phrases whose sentence is still in training. Here validation is a
+    stratified `fraction` of the whole sentences, and training keeps only the
+    rows found in a sentence it also keeps: the held-out sentences' own
+    phrases go, the phrases that other sentences share stay.
+    """
+    from nlptool.data.csv import stratified_split
+
+    sentences = treebank_sentences(frame["text"])
+    whole = frame[frame["text"].isin(sentences)].drop_duplicates("text")
+    kept_sentences, validation = stratified_split(whole, fraction, seed, source="sst2/train sentences")
+    kept = _Haystack()
+    for text in kept_sentences["text"]:
+        kept.add(text)
+    held = set(validation["text"])
+    in_kept = [text not in held and _word_bounded(text) in kept for text in frame["text"]]
+    return frame[in_kept], validation
+
+
 def _prepare_sst2(extracted, folder):
     for split in ("train", "dev"):
         shutil.copyfile(extracted / "SST-2" / f"{split}.tsv", folder / f"{split}.tsv")
@@ -398,6 +463,7 @@ register(
             sha256="d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa",
         ),
         prepare=_prepare_sst2,
+        hold_out=sst2_hold_out,
         label_names={0: "negative", 1: "positive"},
         description="Stanford Sentiment Treebank, binary (GLUE SST-2; Socher et al. 2013): 67,349 / 872 sentences.",
     )

@@ -35,16 +35,21 @@ logger = logging.getLogger("nlptool.sentiment")
 
 def dataset_data(name, seed, validation_fraction, data_dir=None, max_train_examples=None):
     """Train / validation / test frames of a registered dataset: validation
-    is a stratified share of the training split; labels become class names."""
+    is a stratified share of the training split (SST-2: of its whole
+    sentences, see `datasets.sst2_hold_out`); labels become class names."""
     if name not in TEST_SPLITS:
         raise RunError(f"Dataset {name!r} is not a sentiment dataset; choose one of {sorted(TEST_SPLITS)}.")
-    names = datasets.get(name).label_names
+    dataset = datasets.get(name)
+    names = dataset.label_names
 
     def frame(split):
         data = datasets.load(name, split, data_dir=data_dir)
         return data.assign(label=data["label"].map(names))
 
-    train, validation = stratified_split(frame("train"), validation_fraction, seed, source=f"{name}/train")
+    if dataset.hold_out is not None:
+        train, validation = dataset.hold_out(frame("train"), validation_fraction, seed)
+    else:
+        train, validation = stratified_split(frame("train"), validation_fraction, seed, source=f"{name}/train")
     if max_train_examples is not None:
         train = train.iloc[:max_train_examples]
     test = frame(TEST_SPLITS[name])

@@ -7,6 +7,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from nlptool.data import datasets
@@ -116,6 +117,76 @@ def test_sst2_zip_is_prepared(isolated, monkeypatch):
 )
 def test_ptb_tokenised_text_gets_its_raw_form_back(ptb, raw):
     assert datasets.untokenize_ptb(ptb) == raw
+
+
+def treebank_frame():
+    """Two sentences per label and their phrases, as SST-2's training split has them."""
+    rows = [
+        ("it's a noble failure .", 0),
+        ("a noble failure", 0),
+        ("noble", 1),
+        ("it's flat and dull .", 0),
+        ("'s flat and dull", 0),  # a clitic phrase: its sentence has "it's", no space before 's
+        ("flat and dull", 0),
+        ("a gem of a film .", 1),
+        ("a gem", 1),
+        ("of a film", 1),
+        ("a warm , funny film .", 1),
+        ("warm , funny", 1),
+        ("film", 1),  # in both positive sentences
+        ("noble", 1),  # a duplicate row
+    ]
+    return pd.DataFrame(rows, columns=["text", "label"])
+
+
+def test_treebank_sentences_are_the_rows_in_no_other_row():
+    assert datasets.treebank_sentences(treebank_frame()["text"]) == {
+        "it's a noble failure .",
+        "it's flat and dull .",
+        "a gem of a film .",
+        "a warm , funny film .",
+    }
+    # whole words only: "gem" is not a phrase of "gems"; "'s" joins its word
+    assert datasets.treebank_sentences(["gems shine", "gem", "it's here", "'s here"]) == {
+        "gems shine",
+        "gem",
+        "it's here",
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_sst2_holds_out_whole_sentences_and_their_own_phrases(seed):
+    frame = treebank_frame()
+    train, validation = datasets.sst2_hold_out(frame, 0.5, seed)
+    held = set(validation["text"])
+    assert len(held) == 2 and set(validation["label"]) == {0, 1}  # one sentence of each label
+    assert held <= datasets.treebank_sentences(frame["text"])
+    kept = set(train["text"])
+    assert not held & kept
+    phrases = {
+        "it's a noble failure .": {"a noble failure", "noble"},
+        "it's flat and dull .": {"'s flat and dull", "flat and dull"},
+        "a gem of a film .": {"a gem", "of a film", "film"},
+        "a warm , funny film .": {"warm , funny", "film"},
+    }
+    # a phrase stays exactly when a kept sentence holds it ("film" stays while either film sentence does)
+    expected = set().union(*(phrases[s] | {s} for s in phrases if s not in held))
+    assert kept == expected
+    assert len(train) == len(frame[frame["text"].isin(expected)])  # duplicate rows of kept phrases stay
+
+
+@pytest.mark.skipif(not (MIRROR / "sst2" / "train.tsv").exists(), reason="no local data mirror")
+def test_sst2_validation_is_whole_sentences_of_the_mirror(monkeypatch):
+    monkeypatch.setenv("NLPTOOL_DATA_DIR", str(MIRROR))
+    frame = datasets.load("sst2", "train", download=False)
+    sentences = datasets.treebank_sentences(frame["text"])
+    # the treebank's training section has 6,920 sentences with a binary label (6,936 are found: a few
+    # phrases no longer read as part of their sentence once untokenize_ptb has joined its contractions)
+    assert 6_920 <= len(sentences) <= 7_000
+    train, validation = datasets.sst2_hold_out(frame, 0.1, 1234)
+    assert len(validation) == pytest.approx(0.1 * len(sentences), abs=1)
+    assert validation["text"].str.split().str.len().median() >= 15  # sentences, as in dev, not short phrases
+    assert not set(validation["text"]) & set(train["text"])
 
 
 def test_lookup_order_argument_then_environment_then_cache(isolated, monkeypatch):
