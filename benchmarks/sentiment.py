@@ -6,7 +6,7 @@ tokeniser learning included), evaluates on the test split (IMDB test, SST-2
 dev) and writes benchmarks/results/sentiment.json:
 
     python benchmarks/sentiment.py [--datasets sst2 imdb] [--set key=value ...] [--seeds 1234 1 2]
-                                   [--pretrain | --init-from RUN_DIR]
+                                   [--pretrain | --init-from RUN_DIR] [--name ROW]
 
 With `--seeds`, the classifier trains once per training seed (its
 initialisation, shuffling and dropout; the data split stays the config's)
@@ -84,17 +84,21 @@ def run(
     pretrain_overrides=(),
     pretrain_also=(),
     init_from=None,
+    name=None,
 ):
     """One row: the classifier trained once per training seed (the config's
     seed when `seeds` is empty) on one data split (the config's seed's),
     after the language model when `pretrain`, or fine-tuned from the
     sentiment run `init_from`; accuracy, F1 and time are the medians over
-    the seeds, each seed's figures are kept in `seeds`."""
+    the seeds, each seed's figures are kept in `seeds`. `name` names the
+    row and its run directories (default: from the dataset and options)."""
     config = config_lib.resolve(
         SentimentConfig, [ROOT / "recipes" / "configs" / f"sentiment_{dataset}.yaml"], overrides
     )
     seeds = list(seeds) or [config.training.seed]
-    name = f"{dataset}_pretrained" if pretrain else f"{dataset}_from_{Path(init_from).name}" if init_from else dataset
+    if name is None:
+        name = f"{dataset}_from_{Path(init_from).name}" if init_from else dataset
+        name = f"{dataset}_pretrained" if pretrain else name
     base, lm_dir = ROOT / "runs" / f"bench_sentiment_{name}", ROOT / "runs" / f"bench_sentiment_{name}_lm"
     run_dirs = [base] if len(seeds) == 1 else [base.with_name(f"{base.name}_seed{seed}") for seed in seeds]
     for path in (*run_dirs, lm_dir):
@@ -152,10 +156,13 @@ def main():
     parser.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE", help="LM override")
     parser.add_argument("--seeds", nargs="+", type=int, default=[], help="training seeds; the row gives medians")
     parser.add_argument("--init-from", metavar="RUN_DIR", help="fine-tune from this sentiment run (e.g. IMDB's)")
+    parser.add_argument("--name", help="the row's name and run directories' (default: from the dataset and options)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sentiment.json"))
     args = parser.parse_args()
     if args.pretrain and args.init_from:
         parser.error("--pretrain and --init-from are two ways to start the classifier; pass one")
+    if args.name and len(args.datasets) > 1:
+        parser.error("--name names one row; pass one dataset with it")
     out = Path(args.out)
     previous = json.loads(out.read_text())["rows"] if out.is_file() else []
     by_name = {row["name"]: row for row in previous}  # a run keeps the other rows
@@ -169,6 +176,7 @@ def main():
             pretrain_overrides=args.pretrain_set,
             pretrain_also=args.pretrain_also,
             init_from=args.init_from,
+            name=args.name if len(args.datasets) == 1 else None,
         )
         row["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         by_name[row["name"]] = row

@@ -55,8 +55,9 @@ run_dir = Path(args.run_dir or f"runs/sentiment_{Path(args.csv).stem if args.csv
 """
 ## Data
 
-Train, validation (a stratified share of the training data) and test frames
-of (text, label), and the map from labels to class ids.
+Train, validation (a stratified share of the training data; for SST-2, of
+its whole sentences, whose phrases then leave training) and test frames of
+(text, label), and the map from labels to class ids.
 """
 
 seed, fraction = config.training.seed, config.training.validation_fraction

@@ -27,6 +27,8 @@ from nlptool.training import CONFIG_FILE, RunError
 # which split of a registered dataset is its test set (SST-2's GLUE test set has no labels)
 TEST_SPLITS = {"imdb": "test", "sst2": "dev"}
 LABELS_FILE = "labels.json"
+# the model fields that shape the weights, which a run fine-tuned from another takes from it
+ARCHITECTURE_FIELDS = ("embedding_dim", "units", "layers", "bidirectional", "pooling")
 logger = logging.getLogger("nlptool.sentiment")
 
 
@@ -119,9 +121,9 @@ def load_run(run_dir):
 def train(config, data, run_dir, init_from=None, init_encoder_from=None, verbose=2):
     """Train a classifier into `run_dir`; returns (model, tokenizer).
 
-    With `init_from` (an earlier run directory) the tokeniser and all
-    weights start from that run; when the label set differs, the classifier
-    head is rebuilt and the rest kept. With `init_encoder_from` (a
+    With `init_from` (an earlier run directory) the tokeniser, the model's
+    shape (ARCHITECTURE_FIELDS) and all weights come from that run; when the
+    label set differs, the classifier head is rebuilt and the rest kept. With `init_encoder_from` (a
     language-model run) the tokeniser, the embedding and the GRU layers start
     from the language model (see `transfer_encoder`). Running `train` again
     on an interrupted run directory resumes it.
@@ -132,7 +134,18 @@ def train(config, data, run_dir, init_from=None, init_encoder_from=None, verbose
     run_dir = Path(run_dir)
     label_map = data.label_map
     if init_from is not None:
-        _, tokenizer, old_labels, old_model = load_run(init_from)
+        old_config, tokenizer, old_labels, old_model = load_run(init_from)
+        # the weights fix the tokeniser and the architecture; regularisation, text length and training
+        # stay this run's, and its config.yaml says so
+        config = dataclasses.replace(
+            config,
+            tokenizer=dataclasses.replace(
+                config.tokenizer, kind=old_config.tokenizer.kind, vocab_size=old_config.tokenizer.vocab_size
+            ),
+            model=dataclasses.replace(
+                config.model, **{name: getattr(old_config.model, name) for name in ARCHITECTURE_FIELDS}
+            ),
+        )
     elif init_encoder_from is not None:
         from nlptool.tasks import language_model_steps
 

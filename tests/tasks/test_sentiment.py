@@ -122,6 +122,21 @@ def test_fine_tuning_with_a_new_label_set_rebuilds_only_the_head(tmp_path):
     assert tokenizer.get_config() == steps.load_run(tmp_path / "base")[1].get_config()
 
 
+def test_fine_tuning_takes_the_shape_of_the_run_it_starts_from(tmp_path):
+    # an IMDB run at width 8 fine-tuned with SST-2's config (width 4): the weights decide the shape
+    base_config = tiny_config(**{"model.units": 8, "model.embedding_dim": 6, "model.pooling": "last"})
+    base, _ = steps.train(base_config, binary_data(), tmp_path / "base", verbose=0)
+    tuned_config = tiny_config(**{"training.learning_rate": 0.0, "model.dropout": 0.5, "tokenizer.max_length": 7})
+    tuned, _ = steps.train(tuned_config, binary_data(), tmp_path / "tuned", init_from=tmp_path / "base", verbose=0)
+    for a, b in zip(base.get_weights(), tuned.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    saved = config_lib.resolve(SentimentConfig, [tmp_path / "tuned" / "config.yaml"])
+    assert (saved.model.units, saved.model.embedding_dim, saved.model.pooling) == (8, 6, "last")
+    assert (saved.model.dropout, saved.tokenizer.max_length) == (0.5, 7)  # this run's own
+    texts = ["great fun", "dull and boring"]
+    np.testing.assert_array_equal(steps.predict(tmp_path / "tuned", texts), steps.predict(tmp_path / "base", texts))
+
+
 def test_export_in_a_fresh_process_matches_predict(tmp_path):
     run = tmp_path / "run"
     steps.train(tiny_config(), binary_data(), run, verbose=0)
