@@ -132,7 +132,8 @@ def run(
         "name": name,
         "dataset": dataset,
         "test_split": steps.TEST_SPLITS[dataset],
-        "config": config_lib.to_dict(config),
+        # as the first run resolved it: a language model or an earlier run decides the model's shape
+        "config": config_lib.to_dict(config_lib.resolve(SentimentConfig, [run_dirs[0] / training.CONFIG_FILE])),
         "pretraining": pretraining_row(data, lm_dir, pretrain_words, pretrain_also) if pretrain else None,
         "init_from": os.path.relpath(Path(init_from).resolve(), ROOT) if init_from else None,
         "train_examples": len(data.train),
