@@ -123,9 +123,10 @@ def train(config, data, run_dir, init_from=None, init_encoder_from=None, verbose
 
     With `init_from` (an earlier run directory) the tokeniser, the model's
     shape (ARCHITECTURE_FIELDS) and all weights come from that run; when the
-    label set differs, the classifier head is rebuilt and the rest kept. With `init_encoder_from` (a
-    language-model run) the tokeniser, the embedding and the GRU layers start
-    from the language model (see `transfer_encoder`). Running `train` again
+    label set differs, the classifier head is rebuilt and the rest kept.
+    With `init_encoder_from` (a language-model run) the tokeniser, the
+    embedding and the GRU layers start from the language model (see
+    `transfer_encoder`). Running `train` again
     on an interrupted run directory resumes it.
     """
     if init_from is not None and init_encoder_from is not None:
