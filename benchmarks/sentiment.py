@@ -10,8 +10,9 @@ dev) and writes benchmarks/results/sentiment.json:
 
 With `--seeds`, the classifier trains once per training seed (its
 initialisation, shuffling and dropout; the data split stays the config's)
-into runs/bench_sentiment_<row>_seed<S>, and the row gives the median accuracy, F1 and time, with each seed's
-figures under "seeds": one SST-2 run moves by a point or two with the seed.
+into runs/bench_sentiment_<row>_seed<S>, and the row gives the median
+accuracy, F1 and time, with each seed's figures under "seeds": one SST-2 run
+moves by a point or two with the seed.
 With `--init-from RUN_DIR`, the classifier fine-tunes from that sentiment
 run (tokeniser and all weights; e.g. the IMDB row's run for SST-2).
 
@@ -177,7 +178,7 @@ def main():
             pretrain_overrides=args.pretrain_set,
             pretrain_also=args.pretrain_also,
             init_from=args.init_from,
-            name=args.name if len(args.datasets) == 1 else None,
+            name=args.name,
         )
         row["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         by_name[row["name"]] = row

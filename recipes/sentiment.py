@@ -89,7 +89,8 @@ the next word of the training texts (all of them, or their first
 tokeniser, embedding and forward GRU. `--pretrain-also DATASET` adds the
 training texts of other registered datasets, never a test split. On IMDB
 this takes the test accuracy from 0.876 to 0.901 (median of three
-classifier seeds) in 21 minutes (README, Benchmarks). The language model goes to RUN_DIR_language_model.
+classifier seeds) in 21 minutes (README, Benchmarks). The language model
+goes to RUN_DIR_language_model.
 """
 
 start = time.perf_counter()

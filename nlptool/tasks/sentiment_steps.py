@@ -118,6 +118,17 @@ def load_run(run_dir):
 # === Training ===
 
 
+def _shaped_like(config, tokenizer_kind, vocab_size, **model_fields):
+    """`config` with the tokeniser and model shape of the run or language
+    model whose weights it starts from; its regularisation, text length and
+    training settings stay, and the run's config.yaml records the result."""
+    return dataclasses.replace(
+        config,
+        tokenizer=dataclasses.replace(config.tokenizer, kind=tokenizer_kind, vocab_size=vocab_size),
+        model=dataclasses.replace(config.model, **model_fields),
+    )
+
+
 def train(config, data, run_dir, init_from=None, init_encoder_from=None, verbose=2):
     """Train a classifier into `run_dir`; returns (model, tokenizer).
 
@@ -136,30 +147,22 @@ def train(config, data, run_dir, init_from=None, init_encoder_from=None, verbose
     label_map = data.label_map
     if init_from is not None:
         old_config, tokenizer, old_labels, old_model = load_run(init_from)
-        # the weights fix the tokeniser and the architecture; regularisation, text length and training
-        # stay this run's, and its config.yaml says so
-        config = dataclasses.replace(
+        config = _shaped_like(
             config,
-            tokenizer=dataclasses.replace(
-                config.tokenizer, kind=old_config.tokenizer.kind, vocab_size=old_config.tokenizer.vocab_size
-            ),
-            model=dataclasses.replace(
-                config.model, **{name: getattr(old_config.model, name) for name in ARCHITECTURE_FIELDS}
-            ),
+            old_config.tokenizer.kind,
+            old_config.tokenizer.vocab_size,
+            **{name: getattr(old_config.model, name) for name in ARCHITECTURE_FIELDS},
         )
     elif init_encoder_from is not None:
         from nlptool.tasks import language_model_steps
 
         lm_config, tokenizer, language_model = language_model_steps.load_run(init_encoder_from)
-        # the classifier takes the language model's sizes and tokeniser, and says so in its config.yaml
-        config = dataclasses.replace(
+        config = _shaped_like(
             config,
-            tokenizer=dataclasses.replace(
-                config.tokenizer, kind=lm_config.tokenizer.kind, vocab_size=tokenizer.vocabulary_size()
-            ),
-            model=dataclasses.replace(
-                config.model, embedding_dim=lm_config.model.embedding_dim, units=lm_config.model.units
-            ),
+            lm_config.tokenizer.kind,
+            tokenizer.vocabulary_size(),
+            embedding_dim=lm_config.model.embedding_dim,
+            units=lm_config.model.units,
         )
     else:
         tokenizer = make_tokenizer(config).train(data.train["text"])
