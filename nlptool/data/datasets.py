@@ -38,6 +38,7 @@ translation datasets into one column per language (en, de, fr; en, es), one
 sentence pair (or triple) a row, in the file's order.
 """
 
+import collections
 import csv
 import gzip
 import hashlib
@@ -373,20 +374,29 @@ def _word_bounded(text):
 
 
 class _Haystack:
-    """Texts to look phrases up in, joined in chunks: one C-level `in` a
-    chunk rather than a Python-level test per text."""
+    """Texts to look word-bounded phrases (`_word_bounded`) up in. An index
+    from each word to the texts that hold it narrows a lookup to the texts
+    holding the phrase's rarest whole word, so finding the sentences of
+    SST-2's 67,349 rows takes a second rather than a scan of every text."""
 
-    def __init__(self, chunk=500):
-        self.chunks, self.pending, self.chunk = [], [], chunk
+    def __init__(self):
+        self.texts = []
+        self.holding = collections.defaultdict(list)  # word -> indices of the texts with it
 
     def add(self, text):
-        self.pending.append(f" {text} ")
-        if len(self.pending) == self.chunk:
-            self.chunks.append("\n".join(self.pending))
-            self.pending = []
+        self.texts.append(f" {text} ")
+        for word in set(text.split(" ")):
+            self.holding[word].append(len(self.texts) - 1)
 
     def __contains__(self, needle):
-        return any(needle in chunk for chunk in self.chunks) or any(needle in text for text in self.pending)
+        # the needle's words with a space on both sides are whole words of any text that holds
+        # it; a leading clitic ("'s" of "'s flat ") is not: it follows its word without a space
+        parts = needle.split(" ")
+        whole = [word for word in parts[1:-1] if word]
+        if not whole:
+            return any(needle in text for text in self.texts)
+        rarest = min(whole, key=lambda word: len(self.holding.get(word, ())))
+        return any(needle in self.texts[i] for i in self.holding.get(rarest, ()))
 
 
 def treebank_sentences(texts):

@@ -146,11 +146,13 @@ def test_treebank_sentences_are_the_rows_in_no_other_row():
         "a gem of a film .",
         "a warm , funny film .",
     }
-    # whole words only: "gem" is not a phrase of "gems"; "'s" joins its word
-    assert datasets.treebank_sentences(["gems shine", "gem", "it's here", "'s here"]) == {
+    # whole words only: "gem" is not a phrase of "gems"; "'s" joins its word, alone too;
+    # "shine on" shares a word with "gems shine" but is not in it
+    assert datasets.treebank_sentences(["gems shine", "gem", "it's here", "'s here", "'s", "shine on"]) == {
         "gems shine",
         "gem",
         "it's here",
+        "shine on",
     }
 
 
