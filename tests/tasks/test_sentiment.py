@@ -101,7 +101,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_weights(tmp_path, int
     assert history["epoch"].tolist() == [0, 1]  # it really stopped after two epochs
     resumed, _ = steps.train(config, data, tmp_path / "interrupted", verbose=0)
     assert pd.read_csv(tmp_path / "interrupted" / "history.csv")["epoch"].tolist() == [0, 1, 2]
-    for a, b in zip(resumed.get_weights(), reference.get_weights()):
+    for a, b in zip(resumed.get_weights(), reference.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -117,7 +117,7 @@ def test_fine_tuning_with_a_new_label_set_rebuilds_only_the_head(tmp_path):
     assert tuned.get_layer("classifier").get_weights()[0].shape[-1] == 3
     for layer in base.layers:
         if layer.name != "classifier":
-            for a, b in zip(layer.get_weights(), tuned.get_layer(layer.name).get_weights()):
+            for a, b in zip(layer.get_weights(), tuned.get_layer(layer.name).get_weights(), strict=True):
                 np.testing.assert_array_equal(a, b)
     assert tokenizer.get_config() == steps.load_run(tmp_path / "base")[1].get_config()
 
@@ -128,7 +128,7 @@ def test_fine_tuning_takes_the_shape_of_the_run_it_starts_from(tmp_path):
     base, _ = steps.train(base_config, binary_data(), tmp_path / "base", verbose=0)
     tuned_config = tiny_config(**{"training.learning_rate": 0.0, "model.dropout": 0.5, "tokenizer.max_length": 7})
     tuned, _ = steps.train(tuned_config, binary_data(), tmp_path / "tuned", init_from=tmp_path / "base", verbose=0)
-    for a, b in zip(base.get_weights(), tuned.get_weights()):
+    for a, b in zip(base.get_weights(), tuned.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     saved = config_lib.resolve(SentimentConfig, [tmp_path / "tuned" / "config.yaml"])
     assert (saved.model.units, saved.model.embedding_dim, saved.model.pooling) == (8, 6, "last")
