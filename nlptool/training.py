@@ -158,6 +158,61 @@ class ResumeBestSoFar(keras.callbacks.Callback):
         write_json(self.path, state)
 
 
+class ScheduleWithBackOff(keras.callbacks.Callback):
+    """Sets the learning rate of each epoch to `schedule(epoch)`; after an
+    epoch that ends with `monitor` worse than the best so far, loads the
+    best weights back (`checkpoint_path`) and multiplies the rate by
+    `factor` for the rest of the run (once per such epoch).
+
+    An SGD language model at a high rate can leave its basin within one
+    epoch (validation perplexity 185 to 925 in a pass over IMDB) and does not
+    find its way back: going on from there wastes the run, where the best
+    weights at a lower rate go on learning. With `factor` None the rate
+    follows `schedule` alone and the run goes on from whatever it reached.
+    Each epoch's rate is logged as `learning_rate` (history.csv).
+
+    Place it before the backup: the backup then holds the weights this
+    loaded back. The best value and the number of back-offs are kept beside
+    the backup (backup_dir/back_off.json), so a resumed run goes on at the
+    same rate.
+    """
+
+    def __init__(self, schedule, factor, checkpoint_path, backup_dir, monitor, mode):
+        super().__init__()
+        if factor is not None and not 0 < factor < 1:
+            raise ValueError(f"The back-off factor must be between 0 and 1 (exclusive), not {factor}.")
+        self.schedule, self.factor = schedule, factor
+        self.checkpoint_path = Path(checkpoint_path)
+        self.path = Path(backup_dir) / "back_off.json"
+        self.monitor, self.mode = monitor, mode
+
+    def on_train_begin(self, logs=None):
+        self._starting, self.best, self.back_offs = True, None, 0
+
+    def rate(self, epoch):
+        return float(self.schedule(epoch)) * (self.factor or 1.0) ** self.back_offs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._starting:  # a resumed run takes back its state if it was written with the backup's epoch
+            self._starting = False
+            if epoch > 0 and self.path.is_file():
+                state = json.loads(self.path.read_text(encoding="utf-8"))
+                if state["epoch"] == epoch - 1:
+                    self.best, self.back_offs = state["best"], state["back_offs"]
+        self.model.optimizer.learning_rate.assign(self.rate(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        logs["learning_rate"] = self.rate(epoch)
+        value = float(logs[self.monitor])
+        if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
+            self.best = value
+        elif value != self.best and self.factor is not None:  # worse (or NaN): back to the best
+            self.model.load_weights(self.checkpoint_path)
+            self.back_offs += 1
+        write_json(self.path, {"epoch": epoch, "best": self.best, "back_offs": self.back_offs})
+
+
 class TimeBudget(keras.callbacks.Callback):
     """Stops training after the epoch when another epoch would pass
     `minutes` of training in this process (from the mean epoch time so far)."""
@@ -187,7 +242,7 @@ def epoch_variable():
     return tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
 
 
-def callbacks(run_dir, epoch, monitor="val_accuracy", mode="max", patience=2):
+def callbacks(run_dir, epoch, monitor="val_accuracy", mode="max", patience=2, schedule=None, back_off=None):
     """The standard callbacks of a run in `run_dir`.
 
     Args:
@@ -196,6 +251,10 @@ def callbacks(run_dir, epoch, monitor="val_accuracy", mode="max", patience=2):
         monitor: validation metric for checkpoints and early stopping.
         mode: "max" or "min" for `monitor`.
         patience: epochs without improvement before early stopping.
+        schedule: the learning rate of each epoch, `schedule(epoch)`
+            (None: the optimizer's own).
+        back_off: with `schedule`, the factor of `ScheduleWithBackOff`
+            (None: none).
     """
     run_dir = Path(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -203,9 +262,16 @@ def callbacks(run_dir, epoch, monitor="val_accuracy", mode="max", patience=2):
         str(run_dir / CHECKPOINT), monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True
     )
     stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True)
+    rate = []
+    if schedule is not None:
+        # before the backup, which then saves the weights it may load back at the end of an epoch
+        rate = [ScheduleWithBackOff(schedule, back_off, run_dir / CHECKPOINT, run_dir / "backup", monitor, mode)]
+    elif back_off is not None:
+        raise ValueError("A back-off needs a schedule of learning rates to act on.")
     return [
         EpochCounter(epoch),
-        # first, so that a resumed run restores before anything else looks at the model
+        *rate,
+        # first to restore (on_train_begin), so that a resumed run restores before anything else looks at the model
         ExactBackupAndRestore(str(run_dir / "backup")),
         keras.callbacks.TerminateOnNaN(),
         checkpoint,

@@ -62,6 +62,10 @@ class TrainingConfig:
     learning_rate: float = 20.0
     lr_decay: float = 0.6  # the learning rate is multiplied by this every epoch from `lr_decay_start` on
     lr_decay_start: int = 3  # epochs at the full learning rate
+    # after an epoch that ends with a validation perplexity above the best so far (a rate too
+    # high for this corpus and model can throw a model off in one epoch), training goes on from
+    # the best weights at the rate times this, from then on; None: on from where it is
+    lr_backoff: float | None = 0.25
     clip_norm: float = 0.25  # global gradient norm clipping
     # 0: train on the full softmax. N > 0: a sampled softmax (Jean et al. 2015) over the
     # targets and N draws (with replacement) from a log-uniform (Zipf) distribution over the
@@ -72,6 +76,10 @@ class TrainingConfig:
     max_minutes: float | None = None  # stop after the epoch that passes this wall-clock budget
     seed: int = 1234
     early_stopping_patience: int = 3
+
+    def __post_init__(self):
+        if self.lr_backoff is not None and not 0 < self.lr_backoff < 1:
+            raise ValueError(f"lr_backoff must be between 0 and 1 (exclusive) or null, not {self.lr_backoff}.")
 
 
 @dataclasses.dataclass

@@ -174,18 +174,24 @@ def load_run(run_dir):
 
 
 def learning_rate_schedule(config):
-    """Constant for the first `decay_start` epochs, then times `decay` per epoch."""
+    """The rate of each epoch, `rate(epoch)`: constant for the first
+    `lr_decay_start` epochs, then times `lr_decay` per epoch (and times
+    `lr_backoff` after each epoch that ends worse, see `train`)."""
     t = config.training
 
-    def rate(epoch, _):
+    def rate(epoch):
         return t.learning_rate * t.lr_decay ** max(0, epoch - t.lr_decay_start + 1)
 
-    return keras.callbacks.LearningRateScheduler(rate)
+    return rate
 
 
 def train(config, corpus, run_dir, verbose=2):
     """Train a language model into `run_dir`; returns (model, tokenizer).
-    Running it again on an interrupted run directory resumes it."""
+
+    After an epoch whose validation perplexity is worse than the best so
+    far, training goes on from the best weights at the rate times
+    `training.lr_backoff` (see `training.ScheduleWithBackOff`). Running it
+    again on an interrupted run directory resumes it."""
     keras.utils.set_random_seed(config.training.seed)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -205,9 +211,14 @@ def train(config, corpus, run_dir, verbose=2):
         optimizer = keras.optimizers.Adam(t.learning_rate, global_clipnorm=t.clip_norm)
     model.compile(optimizer=optimizer, jit_compile=False)
     callbacks = training.callbacks(
-        run_dir, training.epoch_variable(), monitor="val_perplexity", mode="min", patience=t.early_stopping_patience
+        run_dir,
+        training.epoch_variable(),
+        monitor="val_perplexity",
+        mode="min",
+        patience=t.early_stopping_patience,
+        schedule=learning_rate_schedule(config),
+        back_off=t.lr_backoff,
     )
-    callbacks.append(learning_rate_schedule(config))
     if t.max_minutes is not None:
         callbacks.append(training.TimeBudget(t.max_minutes))
     started = time.monotonic()

@@ -287,8 +287,15 @@ def test_test_and_train_steps_carry_the_state_and_reset_it_at_the_first_window()
 
 def test_learning_rate_schedule_decays_after_the_start_epoch():
     config = lm_config("training.learning_rate=0.5", "training.lr_decay=0.1", "training.lr_decay_start=2")
-    rate = steps.learning_rate_schedule(config).schedule
-    assert [rate(epoch, None) for epoch in range(4)] == pytest.approx([0.5, 0.5, 0.05, 0.005])
+    rate = steps.learning_rate_schedule(config)
+    assert [rate(epoch) for epoch in range(4)] == pytest.approx([0.5, 0.5, 0.05, 0.005])
+
+
+@pytest.mark.parametrize("value", ["0", "1", "1.5"])
+def test_a_back_off_outside_zero_to_one_is_a_config_error(value):
+    with pytest.raises(config_lib.ConfigError, match=r"training.*lr_backoff must be between 0 and 1"):
+        lm_config(f"training.lr_backoff={value}")
+    assert lm_config("training.lr_backoff=null").training.lr_backoff is None
 
 
 def test_untied_softmax_is_a_dense_layer_over_the_gru_outputs():
@@ -577,6 +584,13 @@ def test_training_fills_the_run_directory(cli_run):
     # perplexity is exp(loss), the mean nll per token
     np.testing.assert_allclose(history["perplexity"], np.exp(history["loss"]), rtol=1e-5)
     np.testing.assert_allclose(history["val_perplexity"], np.exp(history["val_loss"]), rtol=1e-5)
+    # each epoch's rate: the schedule's, times the back-off for every earlier epoch that ended worse
+    config = config_lib.resolve(LanguageModelConfig, [run / "config.yaml"])
+    rate, expected, best, back_offs = steps.learning_rate_schedule(config), [], math.inf, 0
+    for epoch, perplexity in enumerate(history["val_perplexity"]):
+        expected.append(rate(epoch) * config.training.lr_backoff**back_offs)
+        best, back_offs = (perplexity, back_offs) if perplexity < best else (best, back_offs + 1)
+    assert history["learning_rate"].tolist() == pytest.approx(expected)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["tokens"] == steps.word_count(TEST, "line") == 11
     assert metrics["perplexity"] == pytest.approx(math.exp(metrics["nll_per_token"]))
