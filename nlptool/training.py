@@ -21,6 +21,7 @@ stopped, with the same best checkpoint as an uninterrupted run.
 """
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -187,7 +188,8 @@ class ScheduleWithBackOff(keras.callbacks.Callback):
         self.monitor, self.mode = monitor, mode
 
     def on_train_begin(self, logs=None):
-        self._starting, self.best, self.back_offs = True, None, 0
+        self._starting, self.back_offs = True, 0
+        self.best = math.inf if self.mode == "min" else -math.inf
 
     def rate(self, epoch):
         return float(self.schedule(epoch)) * (self.factor or 1.0) ** self.back_offs
@@ -205,10 +207,10 @@ class ScheduleWithBackOff(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         logs["learning_rate"] = self.rate(epoch)
         value = float(logs[self.monitor])
-        if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
+        if value < self.best if self.mode == "min" else value > self.best:
             self.best = value
-        elif value != self.best and self.factor is not None:  # worse (or NaN): back to the best
-            self.model.load_weights(self.checkpoint_path)
+        elif value != self.best and self.factor is not None and self.checkpoint_path.is_file():
+            self.model.load_weights(self.checkpoint_path)  # worse (or NaN): back to the best
             self.back_offs += 1
         write_json(self.path, {"epoch": epoch, "best": self.best, "back_offs": self.back_offs})
 

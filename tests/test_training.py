@@ -21,6 +21,10 @@ def schedule(epoch):
     return RATES[epoch]
 
 
+def blow_up(epoch):
+    return 0.05 if epoch == 0 else 1e30  # one step at 1e30 takes the weights to about 1e30: loss inf
+
+
 class WeightsAtEpochEnd(keras.callbacks.Callback):
     """Records the weights the next epoch starts from (after every earlier callback)."""
 
@@ -32,7 +36,7 @@ class WeightsAtEpochEnd(keras.callbacks.Callback):
         self.weights[epoch] = [w.copy() for w in self.model.get_weights()]
 
 
-def fit(run_dir, back_off, epochs=4):
+def fit(run_dir, back_off, epochs=4, rates=schedule):
     """A fresh linear model fitted by full-batch SGD under the schedule; returns (history, recorder)."""
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -47,7 +51,7 @@ def fit(run_dir, back_off, epochs=4):
         monitor="val_loss",
         mode="min",
         patience=10,
-        schedule=schedule,
+        schedule=rates,
         back_off=back_off,
     )
     model.fit(
@@ -81,6 +85,15 @@ def test_without_a_back_off_the_run_goes_on_from_where_it_is(tmp_path):
     losses = history["val_loss"].tolist()
     assert losses[0] < losses[1] < losses[2] < losses[3]  # diverging
     assert not np.array_equal(recorder.weights[1][0], recorder.weights[0][0])
+
+
+def test_an_epoch_that_overflows_goes_back_to_the_best_weights(tmp_path):
+    history, recorder = fit(tmp_path / "run", back_off=0.25, epochs=3, rates=blow_up)
+    assert not np.isfinite(history["val_loss"][1:]).any()
+    assert history["learning_rate"].tolist() == pytest.approx([0.05, 1e30, 2.5e29])
+    for epoch in (1, 2):
+        for after, best in zip(recorder.weights[epoch], recorder.weights[0], strict=True):
+            np.testing.assert_array_equal(after, best)  # finite: the run ends on a usable model
 
 
 def test_a_run_interrupted_after_a_back_off_resumes_at_the_lower_rate(tmp_path, interrupted_at_epoch):
