@@ -21,7 +21,6 @@ stopped, with the same best checkpoint as an uninterrupted run.
 """
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -161,9 +160,10 @@ class ResumeBestSoFar(keras.callbacks.Callback):
 
 class ScheduleWithBackOff(keras.callbacks.Callback):
     """Sets the learning rate of each epoch to `schedule(epoch)`; after an
-    epoch that ends with `monitor` worse than the best so far, loads the
-    best weights back (`checkpoint_path`) and multiplies the rate by
-    `factor` for the rest of the run (once per such epoch).
+    epoch that ends with the monitored value worse than the best so far,
+    loads the best weights back and multiplies the rate by `factor` for the
+    rest of the run (once per such epoch). The best value and weights are
+    those of `checkpoint`, the run's ModelCheckpoint (save_best_only).
 
     An SGD language model at a high rate can leave its basin within one
     epoch (validation perplexity 185 to 925 in a pass over IMDB) and does not
@@ -172,24 +172,22 @@ class ScheduleWithBackOff(keras.callbacks.Callback):
     follows `schedule` alone and the run goes on from whatever it reached.
     Each epoch's rate is logged as `learning_rate` (history.csv).
 
-    Place it before the backup: the backup then holds the weights this
-    loaded back. The best value and the number of back-offs are kept beside
-    the backup (backup_dir/back_off.json), so a resumed run goes on at the
-    same rate.
+    Place it before the backup and the checkpoint: the backup then holds the
+    weights this loaded back, and the checkpoint's best is still that of
+    the earlier epochs. The number of back-offs is kept beside the backup
+    (backup_dir/back_off.json), and ResumeBestSoFar keeps the checkpoint's
+    best, so a resumed run goes on at the same rate.
     """
 
-    def __init__(self, schedule, factor, checkpoint_path, backup_dir, monitor, mode):
+    def __init__(self, schedule, factor, checkpoint, backup_dir):
         super().__init__()
         if factor is not None and not 0 < factor < 1:
             raise ValueError(f"The back-off factor must be between 0 and 1 (exclusive), not {factor}.")
-        self.schedule, self.factor = schedule, factor
-        self.checkpoint_path = Path(checkpoint_path)
+        self.schedule, self.factor, self.checkpoint = schedule, factor, checkpoint
         self.path = Path(backup_dir) / "back_off.json"
-        self.monitor, self.mode = monitor, mode
 
     def on_train_begin(self, logs=None):
         self._starting, self.back_offs = True, 0
-        self.best = math.inf if self.mode == "min" else -math.inf
 
     def rate(self, epoch):
         return float(self.schedule(epoch)) * (self.factor or 1.0) ** self.back_offs
@@ -200,19 +198,18 @@ class ScheduleWithBackOff(keras.callbacks.Callback):
             if epoch > 0 and self.path.is_file():
                 state = json.loads(self.path.read_text(encoding="utf-8"))
                 if state["epoch"] == epoch - 1:
-                    self.best, self.back_offs = state["best"], state["back_offs"]
+                    self.back_offs = state["back_offs"]
         self.model.optimizer.learning_rate.assign(self.rate(epoch))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         logs["learning_rate"] = self.rate(epoch)
-        value = float(logs[self.monitor])
-        if value < self.best if self.mode == "min" else value > self.best:
-            self.best = value
-        elif value != self.best and self.factor is not None and self.checkpoint_path.is_file():
-            self.model.load_weights(self.checkpoint_path)  # worse (or NaN): back to the best
+        value, best = float(logs[self.checkpoint.monitor]), self.checkpoint.best  # best: None before any save
+        improved = best is None or (value < best if self.checkpoint.mode == "min" else value > best)
+        if not improved and value != best and self.factor is not None:  # worse, or inf or NaN
+            self.model.load_weights(self.checkpoint.filepath)
             self.back_offs += 1
-        write_json(self.path, {"epoch": epoch, "best": self.best, "back_offs": self.back_offs})
+        write_json(self.path, {"epoch": epoch, "back_offs": self.back_offs})
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -267,7 +264,7 @@ def callbacks(run_dir, epoch, monitor="val_accuracy", mode="max", patience=2, sc
     rate = []
     if schedule is not None:
         # before the backup, which then saves the weights it may load back at the end of an epoch
-        rate = [ScheduleWithBackOff(schedule, back_off, run_dir / CHECKPOINT, run_dir / "backup", monitor, mode)]
+        rate = [ScheduleWithBackOff(schedule, back_off, checkpoint, run_dir / "backup")]
     elif back_off is not None:
         raise ValueError("A back-off needs a schedule of learning rates to act on.")
     return [
