@@ -44,6 +44,13 @@ class TrainingConfig:
     early_stopping_patience: int = 2  # epochs without validation gain before stopping
     class_weights: bool = False  # weight classes inversely to their frequency
     validation_fraction: float = 0.1  # held out of the training data when no validation set is given
+    # Polyak averaging: validate, checkpoint and export an exponential moving average of the weights,
+    # updated after every step with this momentum (Keras's optimizer `use_ema`); null: the weights as trained
+    ema_momentum: float | None = None
+
+    def __post_init__(self):
+        if self.ema_momentum is not None and not 0 < self.ema_momentum < 1:
+            raise ValueError(f"ema_momentum must be between 0 and 1 (exclusive) or null, not {self.ema_momentum}.")
 
 
 @dataclasses.dataclass

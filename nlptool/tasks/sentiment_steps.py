@@ -178,8 +178,10 @@ def train(config, data, run_dir, init_from=None, init_encoder_from=None, verbose
     elif init_encoder_from is not None:
         transferred = transfer_encoder(language_model, model)
         logger.info("started from %s: %s", init_encoder_from, ", ".join(transferred))
+    momentum = config.training.ema_momentum
+    averaging = {} if momentum is None else {"use_ema": True, "ema_momentum": momentum}
     model.compile(
-        optimizer=keras.optimizers.Adam(config.training.learning_rate),
+        optimizer=keras.optimizers.Adam(config.training.learning_rate, **averaging),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -207,10 +209,15 @@ def train(config, data, run_dir, init_from=None, init_encoder_from=None, verbose
         validation_data=pipeline(data.validation, shuffle=False),
         epochs=config.training.epochs,
         class_weight=weights,
-        callbacks=training.callbacks(run_dir, epoch, patience=config.training.early_stopping_patience),
+        callbacks=training.callbacks(
+            run_dir, epoch, patience=config.training.early_stopping_patience, averaged=momentum is not None
+        ),
         shuffle=False,  # the pipeline shuffles, by (seed, epoch)
         verbose=verbose,
     )
+    if momentum is not None:
+        # what fit leaves in the model depends on the epoch it stopped at; the checkpoint is the average it kept
+        model.load_weights(run_dir / training.CHECKPOINT)
     return model, tokenizer
 
 

@@ -9,12 +9,14 @@ import json
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 
 from nlptool import config as config_lib
+from nlptool import training
 from nlptool.cli import main
 from nlptool.data.csv import LabeledData, LabelMap
 from nlptool.tasks import sentiment_steps as steps
@@ -90,9 +92,11 @@ def test_training_learns_and_fills_the_run_directory(tmp_path):
     assert any((run / "logs").rglob("*tfevents*"))  # TensorBoard
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.2])
-def test_resume_after_interruption_gives_the_uninterrupted_weights(tmp_path, interrupted_at_epoch, dropout):
-    config, data = tiny_config(**{"model.dropout": dropout}), binary_data()
+@pytest.mark.parametrize(
+    "changes", [{"model.dropout": 0.0}, {"model.dropout": 0.2}, {"training.ema_momentum": 0.9}], ids=str
+)
+def test_resume_after_interruption_gives_the_uninterrupted_weights(tmp_path, interrupted_at_epoch, changes):
+    config, data = tiny_config(**changes), binary_data()
     reference, _ = steps.train(config, data, tmp_path / "straight", verbose=0)
 
     with interrupted_at_epoch(2):
@@ -100,9 +104,75 @@ def test_resume_after_interruption_gives_the_uninterrupted_weights(tmp_path, int
     history = pd.read_csv(tmp_path / "interrupted" / "history.csv")
     assert history["epoch"].tolist() == [0, 1]  # it really stopped after two epochs
     resumed, _ = steps.train(config, data, tmp_path / "interrupted", verbose=0)
-    assert pd.read_csv(tmp_path / "interrupted" / "history.csv")["epoch"].tolist() == [0, 1, 2]
+    resumed_history = pd.read_csv(tmp_path / "interrupted" / "history.csv")
+    assert resumed_history["epoch"].tolist() == [0, 1, 2]
+    # every epoch's training loss (the weights as trained) and validation loss (with averaging, the average's)
+    pd.testing.assert_frame_equal(resumed_history, pd.read_csv(tmp_path / "straight" / "history.csv"))
     for a, b in zip(resumed.get_weights(), reference.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("value", [0, 1, 1.5])
+def test_ema_momentum_outside_zero_one_is_a_config_error(value):
+    with pytest.raises(config_lib.ConfigError, match=r"training.*ema_momentum must be between 0 and 1"):
+        tiny_config(**{"training.ema_momentum": value})
+    assert tiny_config(**{"training.ema_momentum": "null"}).training.ema_momentum is None
+
+
+class _StepWeights(keras.callbacks.Callback):
+    """The trainable weights after every training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append([v.numpy().copy() for v in self.model.trainable_variables])
+
+
+def test_averaged_weights_are_what_validation_and_the_checkpoint_see(tmp_path, monkeypatch):
+    momentum, data = 0.8, binary_data()
+    recorders = []
+
+    def with_recorder(*args, **kwargs):
+        recorders.append(_StepWeights())
+        return real(*args, **kwargs) + [recorders[-1]]
+
+    real = training.callbacks
+    monkeypatch.setattr(training, "callbacks", with_recorder)
+    steps.train(tiny_config(), data, tmp_path / "plain", verbose=0)
+    model, tokenizer = steps.train(
+        tiny_config(**{"training.ema_momentum": momentum}), data, tmp_path / "averaged", verbose=0
+    )
+    returned = [v.numpy().copy() for v in model.trainable_variables]
+    plain, averaged = recorders
+    # averaging leaves the training itself alone: the same weights after every step
+    assert len(averaged.steps) == len(plain.steps) == 3 * 6
+    for a, b in zip(averaged.steps, plain.steps, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+    # the average by its definition, starting from the weights after the first step
+    average, at_epoch_end = plain.steps[0], []
+    for step, weights in enumerate(plain.steps):
+        if step:
+            average = [momentum * a + (1 - momentum) * w for a, w in zip(average, weights, strict=True)]
+        if step % 6 == 5:
+            at_epoch_end.append(average)
+    history = pd.read_csv(tmp_path / "averaged" / "history.csv")
+    texts, labels = data.validation["text"].tolist(), data.label_map.encode(data.validation["label"])
+    for epoch, weights in enumerate(at_epoch_end):  # validation scored the average
+        for variable, value in zip(model.trainable_variables, weights, strict=True):
+            variable.assign(value)
+        probabilities = steps.predict_probabilities(model, tokenizer, texts, 256)
+        loss = -np.mean(np.log(probabilities[np.arange(len(labels)), labels]))
+        np.testing.assert_allclose(history["val_loss"][epoch], loss, rtol=1e-5)
+    assert not np.allclose(history["val_loss"], pd.read_csv(tmp_path / "plain" / "history.csv")["val_loss"])
+    # the checkpoint, and what train returns, is the average of the first best epoch
+    best = int(np.argmax(history["val_accuracy"].to_numpy()))
+    _, _, _, saved = steps.load_run(tmp_path / "averaged")
+    for variable, value, kept in zip(saved.trainable_variables, at_epoch_end[best], returned, strict=True):
+        np.testing.assert_allclose(variable.numpy(), value, rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(kept, variable.numpy())
 
 
 def test_fine_tuning_with_a_new_label_set_rebuilds_only_the_head(tmp_path):
