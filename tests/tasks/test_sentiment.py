@@ -132,13 +132,12 @@ class _StepWeights(keras.callbacks.Callback):
 
 def test_averaged_weights_are_what_validation_and_the_checkpoint_see(tmp_path, monkeypatch):
     momentum, data = 0.8, binary_data()
-    recorders = []
+    recorders, real = [], training.callbacks
 
     def with_recorder(*args, **kwargs):
         recorders.append(_StepWeights())
         return real(*args, **kwargs) + [recorders[-1]]
 
-    real = training.callbacks
     monkeypatch.setattr(training, "callbacks", with_recorder)
     steps.train(tiny_config(), data, tmp_path / "plain", verbose=0)
     model, tokenizer = steps.train(
