@@ -213,45 +213,47 @@ class ScheduleWithBackOff(keras.callbacks.Callback):
 
 
 class SwapAveragedWeights(keras.callbacks.Callback):
-    """Puts the optimizer's moving average of the weights (`use_ema=True`)
-    in the model for validation and from the end of each epoch to the
-    beginning of the next, so that the checkpoint and early stopping keep
-    the average; the trained weights are back in the model for training.
+    """With an optimizer that keeps a moving average of the weights
+    (`use_ema=True`), puts the average in the model for validation and from
+    the end of each epoch to the beginning of the next, so that the
+    checkpoint and early stopping keep the average (and early stopping puts
+    the best one back at the end), while training goes on from the weights
+    as trained. Without `use_ema` it does nothing.
 
     Keras's SwapEMAWeights does the same, but its TensorFlow path swaps by
     sums and differences in place, which rounds the weights in their last
     bit at every swap: training then drifts from the same run without
     averaging. These swaps copy, so averaging leaves training exact.
     Place it after the backup, which then holds the trained weights and the
-    average each in its own place.
+    average each in its own place, and before the checkpoint and early
+    stopping.
     """
 
     def on_train_begin(self, logs=None):
+        self._active = bool(getattr(self.model.optimizer, "use_ema", False))
         self._swapped = False
 
-    def _swap(self):
+    def _put(self, average):
+        if not self._active or self._swapped == average:
+            return
         averages = self.model.optimizer._model_variables_moving_average  # Keras keeps no public handle
-        for variable, average in zip(self.model.optimizer._trainable_variables, averages, strict=True):
+        for variable, kept in zip(self.model.optimizer._trainable_variables, averages, strict=True):
             trained = variable.numpy()
-            variable.assign(average)
-            average.assign(trained)
-        self._swapped = not self._swapped
+            variable.assign(kept)
+            kept.assign(trained)
+        self._swapped = average
 
     def on_test_begin(self, logs=None):
-        if not self._swapped:
-            self._swap()
+        self._put(average=True)
 
     def on_test_end(self, logs=None):
-        if self._swapped:  # the backup, before this at the end of the epoch, saves the trained weights
-            self._swap()
+        self._put(average=False)  # the backup, before this at the end of the epoch, saves the trained weights
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self._swapped:
-            self._swap()
+        self._put(average=True)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._swapped:
-            self._swap()
+        self._put(average=False)
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -283,9 +285,7 @@ def epoch_variable():
     return tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
 
 
-def callbacks(
-    run_dir, epoch, monitor="val_accuracy", mode="max", patience=2, schedule=None, back_off=None, averaged=False
-):
+def callbacks(run_dir, epoch, monitor="val_accuracy", mode="max", patience=2, schedule=None, back_off=None):
     """The standard callbacks of a run in `run_dir`.
 
     Args:
@@ -298,10 +298,11 @@ def callbacks(
             (None: the optimizer's own).
         back_off: with `schedule`, the factor of `ScheduleWithBackOff`
             (None: none).
-        averaged: the optimizer keeps a moving average of the weights
-            (`use_ema`): validation, the checkpoint and early stopping see
-            the average, the backup and the next epoch the weights as
-            trained (see `SwapAveragedWeights`).
+
+    With an optimizer that keeps a moving average of the weights
+    (`use_ema`), validation, the checkpoint and early stopping see the
+    average, and the backup and training the weights as trained (see
+    `SwapAveragedWeights`).
     """
     run_dir = Path(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -321,7 +322,7 @@ def callbacks(
         # first to restore (on_train_begin), so that a resumed run restores before anything else looks at the model
         ExactBackupAndRestore(str(run_dir / "backup")),
         keras.callbacks.TerminateOnNaN(),
-        *([SwapAveragedWeights()] if averaged else []),  # after the backup
+        SwapAveragedWeights(),  # after the backup
         checkpoint,
         stopping,
         ResumeBestSoFar(run_dir / "backup", checkpoint, stopping),  # after the two it keeps

@@ -209,15 +209,10 @@ def train(config, data, run_dir, init_from=None, init_encoder_from=None, verbose
         validation_data=pipeline(data.validation, shuffle=False),
         epochs=config.training.epochs,
         class_weight=weights,
-        callbacks=training.callbacks(
-            run_dir, epoch, patience=config.training.early_stopping_patience, averaged=momentum is not None
-        ),
+        callbacks=training.callbacks(run_dir, epoch, patience=config.training.early_stopping_patience),
         shuffle=False,  # the pipeline shuffles, by (seed, epoch)
         verbose=verbose,
     )
-    if momentum is not None:
-        # what fit leaves in the model depends on the epoch it stopped at; the checkpoint is the average it kept
-        model.load_weights(run_dir / training.CHECKPOINT)
     return model, tokenizer
 
 
