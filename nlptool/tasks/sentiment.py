@@ -47,10 +47,16 @@ class TrainingConfig:
     # Polyak averaging: validate, checkpoint and export an exponential moving average of the weights,
     # updated after every step with this momentum (Keras's optimizer `use_ema`); null: the weights as trained
     ema_momentum: float | None = None
+    # adversarial training (Miyato et al., 2017): each step also trains on the word vectors moved by this
+    # distance (in units of their standard deviation, over the whole text) in the direction that raises
+    # the loss most; null: off
+    adversarial_epsilon: float | None = None
 
     def __post_init__(self):
         if self.ema_momentum is not None and not 0 < self.ema_momentum < 1:
             raise ValueError(f"ema_momentum must be between 0 and 1 (exclusive) or null, not {self.ema_momentum}.")
+        if self.adversarial_epsilon is not None and not self.adversarial_epsilon > 0:
+            raise ValueError(f"adversarial_epsilon must be positive or null, not {self.adversarial_epsilon}.")
 
 
 @dataclasses.dataclass
@@ -90,6 +96,76 @@ class MaskedMaxMeanPooling(keras.layers.Layer):
         return (input_shape[0], 2 * input_shape[-1])
 
 
+@keras.saving.register_keras_serializable(package="nlptool")
+class AdversarialClassifier(keras.Model):
+    """A functional classifier whose training step adds adversarial training
+    on its word vectors (Miyato, Dai and Goodfellow, 2017, "Adversarial
+    training methods for semi-supervised text classification").
+
+    Each step computes the loss's gradient g with respect to the embedding
+    layer's output e (batch, time, features), moves every text's vectors by
+    r = epsilon * sigma * g / ||g|| (the norm over the text's whole (time,
+    features) block; sigma the standard deviation of the batch's valid word
+    vectors, so that epsilon does not depend on the embedding's scale; the
+    paper normalises the embedding instead), and minimises the clean loss
+    plus the loss at e + r. r is a constant of the step: no gradient flows
+    through it. Inference and evaluation are those of the plain model.
+    """
+
+    def __init__(self, *args, epsilon=1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epsilon = float(epsilon)
+        layers = self.layers
+        start = next(i for i, layer in enumerate(layers) if layer.name == "embedding")
+        self._embedding = layers[start]
+        self._after_embedding = layers[start + 1 :]
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+    def from_embeddings(self, vectors, mask, training):
+        """The model's output from the embedding layer's output (and its mask) on."""
+        x = vectors
+        for layer in self._after_embedding:
+            if layer._call_has_mask_arg and mask is not None:
+                x = layer(x, mask=mask, training=training)
+            else:
+                x = layer(x, training=training)
+            if isinstance(layer, MaskedMaxMeanPooling) or len(x.shape) == 2:
+                mask = None  # pooled: no time axis left
+        return x
+
+    def perturbation(self, vectors, gradient, mask):
+        """epsilon * sigma * gradient / ||gradient|| per text, zero at padding."""
+        valid = tf.cast(mask, vectors.dtype)[..., None]
+        gradient = tf.stop_gradient(gradient) * valid
+        count = tf.maximum(tf.reduce_sum(valid) * tf.cast(tf.shape(vectors)[-1], vectors.dtype), 1.0)
+        mean = tf.reduce_sum(vectors * valid) / count
+        sigma = tf.sqrt(tf.reduce_sum(tf.square(vectors - mean) * valid) / count)
+        norm = tf.sqrt(tf.reduce_sum(tf.square(gradient), axis=[1, 2], keepdims=True))
+        return tf.stop_gradient(self.epsilon * sigma * gradient / tf.maximum(norm, 1e-12))
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            vectors = self._embedding(x)
+            mask = self._embedding.compute_mask(x)
+            with tf.GradientTape() as inner:
+                inner.watch(vectors)
+                y_pred = self.from_embeddings(vectors, mask, training=True)
+                loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            r = self.perturbation(vectors, inner.gradient(loss, vectors), mask)
+            adversarial_pred = self.from_embeddings(vectors + r, mask, training=True)
+            adversarial_loss = self._compute_loss(
+                x=x, y=y, y_pred=adversarial_pred, sample_weight=sample_weight, training=True
+            )
+            total = loss + adversarial_loss
+        self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
+        gradients = tape.gradient(self.optimizer.scale_loss(total), self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
 def build_model(config, vocabulary_size, num_classes):
     """The classifier on token ids, (batch, time) int32 -> (batch, classes) probabilities."""
     model_config = config.model
@@ -119,7 +195,10 @@ def build_model(config, vocabulary_size, num_classes):
     x = keras.layers.Dropout(model_config.dropout, seed=config.training.seed, name="dropout")(x)
     probabilities = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(x)
     # === Functional Model ===
-    return keras.Model(ids, probabilities, name="sentiment")
+    epsilon = config.training.adversarial_epsilon
+    if epsilon is None:
+        return keras.Model(ids, probabilities, name="sentiment")
+    return AdversarialClassifier(ids, probabilities, epsilon=epsilon, name="sentiment")
 
 
 def class_weights(labels, num_classes):

@@ -20,7 +20,7 @@ from nlptool import training
 from nlptool.cli import main
 from nlptool.data.csv import LabeledData, LabelMap
 from nlptool.tasks import sentiment_steps as steps
-from nlptool.tasks.sentiment import MaskedMaxMeanPooling, SentimentConfig, build_model
+from nlptool.tasks.sentiment import AdversarialClassifier, MaskedMaxMeanPooling, SentimentConfig, build_model
 
 POSITIVE = ["good fun", "great cast", "lovely film", "fun and good", "great story", "lovely and great"]
 NEGATIVE = ["dull plot", "bad acting", "boring film", "dull and bad", "awful story", "boring and awful"]
@@ -93,7 +93,14 @@ def test_training_learns_and_fills_the_run_directory(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "changes", [{"model.dropout": 0.0}, {"model.dropout": 0.2}, {"training.ema_momentum": 0.9}], ids=str
+    "changes",
+    [
+        {"model.dropout": 0.0},
+        {"model.dropout": 0.2},
+        {"training.ema_momentum": 0.9},
+        {"training.adversarial_epsilon": 2.0},
+    ],
+    ids=str,
 )
 def test_resume_after_interruption_gives_the_uninterrupted_weights(tmp_path, interrupted_at_epoch, changes):
     config, data = tiny_config(**changes), binary_data()
@@ -117,6 +124,82 @@ def test_ema_momentum_outside_zero_one_is_a_config_error(value):
     with pytest.raises(config_lib.ConfigError, match=r"training.*ema_momentum must be between 0 and 1"):
         tiny_config(**{"training.ema_momentum": value})
     assert tiny_config(**{"training.ema_momentum": "null"}).training.ema_momentum is None
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_adversarial_epsilon_must_be_positive(value):
+    with pytest.raises(config_lib.ConfigError, match=r"training.*adversarial_epsilon must be positive"):
+        tiny_config(**{"training.adversarial_epsilon": value})
+
+
+def _ids():
+    ids = np.random.default_rng(0).integers(1, 40, size=(6, 9)).astype("int32")
+    ids[:2, 5:] = 0  # two padded texts
+    return ids
+
+
+def test_adversarial_classifier_predicts_as_the_plain_model():
+    plain = build_model(tiny_config(), vocabulary_size=40, num_classes=2)
+    adversarial = build_model(tiny_config(**{"training.adversarial_epsilon": 1.0}), vocabulary_size=40, num_classes=2)
+    assert isinstance(adversarial, AdversarialClassifier) and not isinstance(plain, AdversarialClassifier)
+    adversarial.set_weights(plain.get_weights())  # the same weights, in the same layout
+    ids = _ids()
+    np.testing.assert_array_equal(adversarial(ids, training=False), plain(ids, training=False))
+    embedding = adversarial.get_layer("embedding")
+    from_vectors = adversarial.from_embeddings(embedding(ids), embedding.compute_mask(ids), training=False)
+    np.testing.assert_allclose(from_vectors, plain(ids, training=False), atol=1e-7)
+
+
+def test_adversarial_perturbation_has_its_size_and_raises_the_loss():
+    config = tiny_config(**{"training.adversarial_epsilon": 0.5, "model.dropout": 0.0, "model.embedding_dim": 8})
+    model = build_model(config, vocabulary_size=40, num_classes=2)
+    ids, labels = _ids(), np.array([0, 1, 0, 1, 1, 0])
+    embedding = model.get_layer("embedding")
+    vectors, mask = embedding(ids), embedding.compute_mask(ids)
+
+    def losses(x):  # per text
+        return keras.losses.sparse_categorical_crossentropy(labels, model.from_embeddings(x, mask, training=False))
+
+    with tf.GradientTape() as tape:
+        tape.watch(vectors)
+        loss = tf.reduce_mean(losses(vectors))
+    r = model.perturbation(vectors, tape.gradient(loss, vectors), mask).numpy()
+
+    def norms(x):  # per text, over its whole (time, features) block
+        return np.linalg.norm(x.reshape(len(x), -1), axis=1)[:, None, None]
+
+    valid = mask.numpy()
+    sigma = np.std(vectors.numpy()[valid])
+    np.testing.assert_allclose(norms(r), 0.5 * sigma, rtol=1e-5)
+    assert not r[~valid].any()  # padding never moves
+    # the gradient's direction raises every text's loss more than random directions of the same size
+    raised = (losses(vectors + r) - losses(vectors)).numpy()
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        noise = rng.normal(size=r.shape).astype("float32") * valid[..., None]
+        noise *= norms(r) / norms(noise)
+        assert np.all(raised > (losses(vectors + noise) - losses(vectors)).numpy())
+
+
+@pytest.mark.parametrize("epsilon", [1e-4, 3.0])
+def test_adversarial_step_trains_on_the_clean_and_the_moved_loss(epsilon):
+    """One SGD step on the clean plus the adversarial loss: with a vanishing
+    epsilon that is a plain step on twice the loss; a large one differs."""
+    ids, labels = _ids(), np.array([0, 1, 0, 1, 1, 0])
+    config = tiny_config(**{"model.dropout": 0.0, "training.adversarial_epsilon": epsilon})
+    adversarial = build_model(config, vocabulary_size=40, num_classes=2)
+    plain = build_model(tiny_config(**{"model.dropout": 0.0}), vocabulary_size=40, num_classes=2)
+    plain.set_weights(adversarial.get_weights())
+    before = float(np.mean(keras.losses.sparse_categorical_crossentropy(labels, plain(ids))))
+    for model, rate in ((adversarial, 0.5), (plain, 1.0)):
+        model.compile(optimizer=keras.optimizers.SGD(rate), loss="sparse_categorical_crossentropy")
+        history = model.fit(ids, labels, batch_size=6, epochs=1, shuffle=False, verbose=0)
+        assert history.history["loss"][0] == pytest.approx(before, rel=1e-5)  # the logged loss is the clean one
+    differences = [np.abs(a - b).max() for a, b in zip(adversarial.get_weights(), plain.get_weights(), strict=True)]
+    if epsilon < 1e-3:
+        assert max(differences) < 1e-4
+    else:
+        assert max(differences) > 1e-3
 
 
 class _StepWeights(keras.callbacks.Callback):
@@ -206,9 +289,10 @@ def test_fine_tuning_takes_the_shape_of_the_run_it_starts_from(tmp_path):
     np.testing.assert_array_equal(steps.predict(tmp_path / "tuned", texts), steps.predict(tmp_path / "base", texts))
 
 
-def test_export_in_a_fresh_process_matches_predict(tmp_path):
+@pytest.mark.parametrize("changes", [{}, {"training.adversarial_epsilon": 1.0}], ids=str)
+def test_export_in_a_fresh_process_matches_predict(tmp_path, changes):
     run = tmp_path / "run"
-    steps.train(tiny_config(), binary_data(), run, verbose=0)
+    steps.train(tiny_config(**changes), binary_data(), run, verbose=0)
     steps.export(run, tmp_path / "export")
     texts = ["great fun", "dull and boring", "an unknown word"]
     expected = steps.predict(run, texts)
