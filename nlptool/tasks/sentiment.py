@@ -110,6 +110,8 @@ class AdversarialClassifier(keras.Model):
     paper normalises the embedding instead), and minimises the clean loss
     plus the loss at e + r. r is a constant of the step: no gradient flows
     through it. Inference and evaluation are those of the plain model.
+    The model must be a chain of layers from the embedding on, as
+    `build_model` makes it.
     """
 
     def __init__(self, *args, epsilon=1.0, **kwargs):
@@ -154,7 +156,8 @@ class AdversarialClassifier(keras.Model):
                 inner.watch(vectors)
                 y_pred = self.from_embeddings(vectors, mask, training=True)
                 loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            r = self.perturbation(vectors, inner.gradient(loss, vectors), mask)
+            with tape.stop_recording():  # r is a constant of the step: no second-order terms
+                r = self.perturbation(vectors, inner.gradient(loss, vectors), mask)
             adversarial_pred = self.from_embeddings(vectors + r, mask, training=True)
             adversarial_loss = self._compute_loss(
                 x=x, y=y, y_pred=adversarial_pred, sample_weight=sample_weight, training=True

@@ -138,9 +138,16 @@ def _ids():
     return ids
 
 
-def test_adversarial_classifier_predicts_as_the_plain_model():
-    plain = build_model(tiny_config(), vocabulary_size=40, num_classes=2)
-    adversarial = build_model(tiny_config(**{"training.adversarial_epsilon": 1.0}), vocabulary_size=40, num_classes=2)
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"model.pooling": "last", "model.layers": 2}, {"model.embedding_dropout": 0.2, "model.bidirectional": False}],
+    ids=str,
+)
+def test_adversarial_classifier_predicts_as_the_plain_model(changes):
+    plain = build_model(tiny_config(**changes), vocabulary_size=40, num_classes=2)
+    adversarial = build_model(
+        tiny_config(**changes, **{"training.adversarial_epsilon": 1.0}), vocabulary_size=40, num_classes=2
+    )
     assert isinstance(adversarial, AdversarialClassifier) and not isinstance(plain, AdversarialClassifier)
     adversarial.set_weights(plain.get_weights())  # the same weights, in the same layout
     ids = _ids()
