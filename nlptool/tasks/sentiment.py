@@ -133,14 +133,14 @@ class AdversarialClassifier(keras.Model):
                 x = layer(x, mask=mask, training=training)
             else:
                 x = layer(x, training=training)
-            if isinstance(layer, MaskedMaxMeanPooling) or len(x.shape) == 2:
+            if len(x.shape) == 2:
                 mask = None  # pooled: no time axis left
         return x
 
     def perturbation(self, vectors, gradient, mask):
         """epsilon * sigma * gradient / ||gradient|| per text, zero at padding."""
         valid = tf.cast(mask, vectors.dtype)[..., None]
-        gradient = tf.stop_gradient(gradient) * valid
+        gradient = gradient * valid
         count = tf.maximum(tf.reduce_sum(valid) * tf.cast(tf.shape(vectors)[-1], vectors.dtype), 1.0)
         mean = tf.reduce_sum(vectors * valid) / count
         sigma = tf.sqrt(tf.reduce_sum(tf.square(vectors - mean) * valid) / count)
