@@ -18,7 +18,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python recipes/sentiment.py --config recipes/configs/sentiment_sst2.yaml \
-		--config recipes/configs/sentiment_demo.yaml --run-dir runs/demo
+		--config recipes/configs/sentiment_demo.yaml --run-dir runs/demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -33,8 +33,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf
 
 from nlptool import config as config_lib
-from nlptool.tasks import language_model_steps as steps
-from nlptool.tasks.language_model import LanguageModelConfig, LanguageModelServing
+from nlptool import runs, tasks
+from nlptool.models.language_model_serving import LanguageModelServing
+from nlptool.tasks.base import DataSource
+from nlptool.tasks.language_model import LanguageModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"ptb": {"perplexity": 105.0, "train_seconds": 3600}}
@@ -71,19 +73,21 @@ def run(corpus_name, overrides, max_train_lines=None):
     )
     run_dir = ROOT / "runs" / f"bench_lm_{corpus_name}"
     shutil.rmtree(run_dir, ignore_errors=True)  # from scratch, not resumed
-    corpus = steps.dataset_corpus(corpus_name, max_train_lines=max_train_lines)
-    steps.train(config, corpus, run_dir)
-    trained = json.loads((run_dir / "training.json").read_text())
-    metrics = steps.evaluate(run_dir, corpus.test)
+    task = tasks.get("language-model")
+    splits = task.read_data(DataSource(dataset=corpus_name, max_train_examples=max_train_lines), config)
+    run = runs.train(task, config, splits, run_dir)  # evaluates the test split: run.metrics
+    trained = json.loads((run_dir / runs.TRAINING_FILE).read_text())
+    metrics = run.metrics
     history = (run_dir / "history.csv").read_text().splitlines()
-    _, tokenizer, model = steps.load_run(run_dir)
+    loaded = run.load()
+    tokenizer, model = loaded.preprocessing.tokenizers["text"], loaded.model
     # every row runs the full length: no stop at </s>
     module = LanguageModelServing(tokenizer, model, dataclasses.replace(config.generation, stop_at_end=False))
-    samples = steps.generate(run_dir, PROMPTS[corpus_name], seed=7)
+    samples = [row["text"] for row in run.predict(PROMPTS[corpus_name], seed=7)]
     row = {
         "corpus": corpus_name,
         "config": config_lib.to_dict(config),
-        "train_lines": len(corpus.train),
+        "train_lines": len(splits.train),
         "train_tokens": trained["train_tokens"],
         "train_seconds": round(trained["seconds"], 1),
         "epochs_run": trained["epochs"],

@@ -22,8 +22,10 @@ import numpy as np
 import tensorflow as tf
 
 from nlptool import config as config_lib
-from nlptool.tasks import language_model_steps as steps
-from nlptool.tasks.language_model import LanguageModelConfig, build_model, window_dataset
+from nlptool import tasks
+from nlptool.models.language_model import build_model, token_stream, window_dataset
+from nlptool.tasks.base import DataSource
+from nlptool.tasks.language_model import LanguageModelConfig
 
 BATCH, WINDOW, WINDOWS, UNITS = 32, 35, 200, 64
 OUT = Path(__file__).resolve().parent / "results" / "lm_optimizers.json"
@@ -55,9 +57,10 @@ def run(optimizer, reset_every_window, tokenizer, stream):
 
 def main():
     config = config_lib.resolve(LanguageModelConfig, [], ["tokenizer.vocab_size=10002"])
-    corpus = steps.dataset_corpus("ptb")
-    tokenizer = steps.make_tokenizer(config).train(corpus.train)
-    stream = steps.token_stream(tokenizer, corpus.train, "line")[: BATCH * WINDOW * WINDOWS + 1]
+    task = tasks.get("language-model")
+    splits = task.read_data(DataSource(dataset="ptb"), config)
+    tokenizer = task.prepare(config, splits)[1].tokenizers["text"]  # learnt from the training lines
+    stream = token_stream(tokenizer, splits.train, "line")[: BATCH * WINDOW * WINDOWS + 1]
     rows = []
     for name, optimizer, reset in [
         ("Adam 1e-2", keras.optimizers.Adam(1e-2), False),

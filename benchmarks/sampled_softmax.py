@@ -32,9 +32,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 
 from nlptool import config as config_lib
+from nlptool import tasks
 from nlptool.data import datasets
-from nlptool.tasks import language_model_steps as steps
-from nlptool.tasks.language_model import LanguageModelConfig, build_model, stream_nll, window_dataset
+from nlptool.models.language_model import build_model, stream_nll, token_stream, window_dataset
+from nlptool.tasks.base import Splits
+from nlptool.tasks.language_model import LanguageModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "sampled_softmax.json"
@@ -76,9 +78,10 @@ def main():
     config = config_lib.resolve(LanguageModelConfig, [ROOT / "recipes" / "configs" / "language_model_imdb.yaml"])
     t = config.training
     train = datasets.load("imdb", "train")["text"].tolist()
-    tokenizer = steps.make_tokenizer(config).train(train)
-    stream = steps.token_stream(tokenizer, train, "line")
-    test = steps.token_stream(tokenizer, datasets.load("imdb", "test")["text"].tolist(), "line")[:TEST_TOKENS]
+    # the tokeniser a language-model run learns from these lines (the validation lines play no part in it)
+    tokenizer = tasks.get("language-model").prepare(config, Splits(train, train[:1]))[1].tokenizers["text"]
+    stream = token_stream(tokenizer, train, "line")
+    test = token_stream(tokenizer, datasets.load("imdb", "test")["text"].tolist(), "line")[:TEST_TOKENS]
     variants = [0, *args.samples]
 
     speed_data = window_dataset(stream[: t.batch_size * t.window * args.windows + 1], t.batch_size, t.window)

@@ -43,11 +43,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from nlptool import config as config_lib
-from nlptool import training
-from nlptool.tasks import language_model_steps as lm_steps
-from nlptool.tasks import sentiment_steps as steps
+from nlptool import runs, tasks, training
+from nlptool.tasks.base import DataSource, Splits
 from nlptool.tasks.language_model import LanguageModelConfig
-from nlptool.tasks.sentiment import SentimentConfig
+from nlptool.tasks.sentiment import TEST_SPLITS, SentimentConfig, pretrain_language_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"imdb": {"accuracy": 0.90, "train_seconds": 1800}, "sst2": {"accuracy": 0.87}}
@@ -58,15 +57,15 @@ def pretrain_stage(dataset, data, run_dir, max_words, overrides, also):
     config = config_lib.resolve(
         LanguageModelConfig, [ROOT / "recipes" / "configs" / f"language_model_{dataset}.yaml"], overrides
     )
-    steps.pretrain_language_model(config, data, run_dir, max_words, also=also)  # data.train is shuffled
+    pretrain_language_model(config, data, run_dir, max_words, also=also)  # data.train is shuffled
 
 
 def pretraining_row(data, run_dir, max_words, also):
     """The language model's row entry (evaluated outside the timed stages)."""
     trained = json.loads((run_dir / "training.json").read_text())
-    metrics = lm_steps.evaluate(run_dir, data.validation["text"].tolist(), "validation")
+    metrics = runs.Run.open(run_dir).evaluate(data.validation["text"].tolist(), "validation")
     return {
-        "config": config_lib.to_dict(config_lib.resolve(LanguageModelConfig, [run_dir / training.CONFIG_FILE])),
+        "config": config_lib.to_dict(config_lib.resolve(LanguageModelConfig, [run_dir / runs.CONFIG_FILE])),
         "also": list(also),  # datasets whose training texts joined the classifier's
         "max_words": max_words,
         "train_tokens": trained["train_tokens"],
@@ -104,7 +103,8 @@ def run(
     run_dirs = [base] if len(seeds) == 1 else [base.with_name(f"{base.name}_seed{seed}") for seed in seeds]
     for path in (*run_dirs, lm_dir):
         shutil.rmtree(path, ignore_errors=True)  # from scratch, not resumed
-    data = steps.dataset_data(dataset, config.training.seed, config.training.validation_fraction)
+    task = tasks.get("sentiment")
+    data = task.read_data(DataSource(dataset=dataset), config)  # the split of the config's seed, for every seed
     start = time.perf_counter()
     if pretrain:
         pretrain_stage(dataset, data, lm_dir, pretrain_words, pretrain_overrides, pretrain_also)
@@ -113,9 +113,11 @@ def run(
     for seed, run_dir in zip(seeds, run_dirs):
         seeded = dataclasses.replace(config, training=dataclasses.replace(config.training, seed=seed))
         start = time.perf_counter()
-        steps.train(seeded, data, run_dir, init_from=init_from, init_encoder_from=lm_dir if pretrain else None)
+        options = {"init_from": init_from, "init_encoder_from": lm_dir if pretrain else None}
+        # the frames in memory, without the test split: training is timed alone, then evaluated
+        run = runs.train(task, seeded, Splits(data.train, data.validation), run_dir, options=options)
         seconds = pretrain_seconds + time.perf_counter() - start  # both stages
-        metrics = steps.evaluate(run_dir, data.test)
+        metrics = run.evaluate(data.test, data.test_name)
         per_seed.append(
             {
                 "seed": seed,
@@ -132,9 +134,9 @@ def run(
     return {
         "name": name,
         "dataset": dataset,
-        "test_split": steps.TEST_SPLITS[dataset],
+        "test_split": TEST_SPLITS[dataset],
         # as the first run resolved it: a language model or an earlier run decides the model's shape
-        "config": config_lib.to_dict(config_lib.resolve(SentimentConfig, [run_dirs[0] / training.CONFIG_FILE])),
+        "config": config_lib.to_dict(config_lib.resolve(SentimentConfig, [run_dirs[0] / runs.CONFIG_FILE])),
         "pretraining": pretraining_row(data, lm_dir, pretrain_words, pretrain_also) if pretrain else None,
         "init_from": os.path.relpath(Path(init_from).resolve(), ROOT) if init_from else None,
         "train_examples": len(data.train),

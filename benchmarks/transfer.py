@@ -33,10 +33,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from nlptool import config as config_lib
-from nlptool.tasks import language_model_steps as lm_steps
-from nlptool.tasks import sentiment_steps
-from nlptool.tasks.language_model import LanguageModelConfig
-from nlptool.tasks.sentiment import SentimentConfig
+from nlptool import runs, tasks
+from nlptool.tasks.base import DataSource, Splits
+from nlptool.tasks.language_model import LanguageModelConfig, first_words
+from nlptool.tasks.sentiment import TEST_SPLITS, SentimentConfig, pretrain_language_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def language_model_config(sentiment_config, units, minutes):
 def language_model_entry(lm_config, run_dir, train_lines, validation_lines):
     """The row entry of a language model trained into `run_dir`."""
     trained = json.loads((run_dir / "training.json").read_text())
-    metrics = lm_steps.evaluate(run_dir, validation_lines, "validation")
+    metrics = runs.Run.open(run_dir).evaluate(validation_lines, "validation")
     return {
         "run_dir": str(run_dir.relative_to(ROOT)),
         "config": config_lib.to_dict(lm_config),
@@ -79,15 +79,18 @@ def language_model_entry(lm_config, run_dir, train_lines, validation_lines):
 def train_classifier(config, data, run_dir, init=None):
     shutil.rmtree(run_dir, ignore_errors=True)
     start = time.perf_counter()
-    sentiment_steps.train(config, data, run_dir, init_encoder_from=init)
+    # the frames in memory, without the test split: training is timed alone, then evaluated
+    run = runs.train(
+        "sentiment", config, Splits(data.train, data.validation), run_dir, options={"init_encoder_from": init}
+    )
     seconds = time.perf_counter() - start
-    metrics = sentiment_steps.evaluate(run_dir, data.test)
+    metrics = run.evaluate(data.test, data.test_name)
     return {"accuracy": round(metrics["accuracy"], 4), "train_seconds": round(seconds, 1)}
 
 
 def run(datasets, corpora, units, minutes, max_words):
     """Yields one row per (dataset, corpus) as soon as it is measured."""
-    runs = ROOT / "runs" / "bench_transfer"
+    folder = ROOT / "runs" / "bench_transfer"
     shared = {}  # (corpus, vocabulary size) -> (run_dir, row entry), for corpora other than the task's own texts
     for dataset in datasets:
         config = config_lib.resolve(
@@ -95,31 +98,32 @@ def run(datasets, corpora, units, minutes, max_words):
             [ROOT / "recipes" / "configs" / f"sentiment_{dataset}.yaml"],
             [f"model.embedding_dim={units}", f"model.units={units}"],
         )
-        data = sentiment_steps.dataset_data(dataset, config.training.seed, config.training.validation_fraction)
-        random_init = train_classifier(config, data, runs / f"{dataset}_random_init")
+        data = tasks.get("sentiment").read_data(DataSource(dataset=dataset), config)
+        random_init = train_classifier(config, data, folder / f"{dataset}_random_init")
         for corpus_name in corpora:
             lm_config = language_model_config(config, units, minutes)
             if corpus_name == "task":
-                lm_dir = runs / f"{dataset}_language_model"
+                lm_dir = folder / f"{dataset}_language_model"
                 shutil.rmtree(lm_dir, ignore_errors=True)
-                sentiment_steps.pretrain_language_model(lm_config, data, lm_dir, max_words)  # data.train is shuffled
-                train_lines = len(lm_steps.first_words(data.train["text"].tolist(), max_words))
+                pretrain_language_model(lm_config, data, lm_dir, max_words)  # data.train is shuffled
+                train_lines = len(first_words(data.train["text"].tolist(), max_words))
                 language_model = language_model_entry(lm_config, lm_dir, train_lines, data.validation["text"].tolist())
             else:
                 key = (corpus_name, config.tokenizer.vocab_size)
                 if key not in shared:
-                    lm_dir = runs / f"{corpus_name}_{config.tokenizer.vocab_size}_language_model"
+                    lm_dir = folder / f"{corpus_name}_{config.tokenizer.vocab_size}_language_model"
                     shutil.rmtree(lm_dir, ignore_errors=True)
-                    corpus = lm_steps.dataset_corpus(corpus_name)
-                    corpus.train = lm_steps.first_words(corpus.train, max_words)
-                    lm_steps.train(lm_config, corpus, lm_dir)
+                    corpus = tasks.get("language-model").read_data(DataSource(dataset=corpus_name), lm_config)
+                    corpus.train = first_words(corpus.train, max_words)
+                    # without the test split, as before: the row gives the validation perplexity
+                    runs.train("language-model", lm_config, Splits(corpus.train, corpus.validation), lm_dir)
                     entry = language_model_entry(lm_config, lm_dir, len(corpus.train), corpus.validation)
                     shared[key] = (lm_dir, entry)
                 lm_dir, language_model = shared[key]
-            lm_init = train_classifier(config, data, runs / f"{dataset}_lm_init_{corpus_name}", init=lm_dir)
+            lm_init = train_classifier(config, data, folder / f"{dataset}_lm_init_{corpus_name}", init=lm_dir)
             yield {
                 "dataset": dataset,
-                "test_split": sentiment_steps.TEST_SPLITS[dataset],
+                "test_split": TEST_SPLITS[dataset],
                 "pretraining_corpus": corpus_name,
                 "units": units,
                 "language_model": language_model,
@@ -133,7 +137,7 @@ def run(datasets, corpora, units, minutes, max_words):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["sst2"], choices=sorted(sentiment_steps.TEST_SPLITS))
+    parser.add_argument("--datasets", nargs="+", default=["sst2"], choices=sorted(TEST_SPLITS))
     parser.add_argument("--corpora", nargs="+", default=["task"], choices=["task", "wikitext2"])
     parser.add_argument("--units", type=int, default=256, help="embedding and GRU size of the LM and the classifier")
     parser.add_argument("--lm-minutes", type=float, default=10.0)

@@ -39,8 +39,8 @@ import numpy as np
 import tensorflow as tf
 
 from nlptool import config as config_lib
-from nlptool.tasks import translation_steps as steps
-from nlptool.tasks.translation import TranslationConfig
+from nlptool import runs, tasks
+from nlptool.tasks.base import DataSource
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {"multi30k": "multi30k", "spa_eng": "spa_eng"}
@@ -48,6 +48,7 @@ TARGETS = {"multi30k": {"bleu": 30.0, "train_seconds": 3600, "latency_p50_ms_bea
 LATENCY_SENTENCES = 100
 THROUGHPUT_BATCH = 64
 SAMPLES = 5
+TASK = tasks.get("translation")
 
 
 def latency(call, sentences):
@@ -102,23 +103,21 @@ def serving_speed(export_dir, sentences):
 
 def run(corpus_name, overrides, max_train_pairs=None, reuse_run=False):
     config = config_lib.resolve(
-        TranslationConfig, [ROOT / "recipes" / "configs" / f"translation_{corpus_name}.yaml"], overrides
+        TASK.config_class, [ROOT / "recipes" / "configs" / f"translation_{corpus_name}.yaml"], overrides
     )
     run_dir = ROOT / "runs" / f"bench_translation_{corpus_name}"
-    corpus = steps.dataset_corpus(
-        DATASETS[corpus_name], config.source_lang, config.target_lang, max_train_pairs=max_train_pairs
-    )
+    source = DataSource(dataset=DATASETS[corpus_name], max_train_examples=max_train_pairs)
+    corpus = TASK.read_data(source, config)
     if reuse_run:
-        config = config_lib.resolve(TranslationConfig, [run_dir / "config.yaml"])
+        config = runs.Run.open(run_dir).config
         metrics = json.loads((run_dir / "metrics.json").read_text())
     else:
         shutil.rmtree(run_dir, ignore_errors=True)  # from scratch, not resumed
-        steps.train(config, corpus, run_dir)
-        metrics = steps.evaluate(run_dir, corpus.test)
+        metrics = runs.train(TASK, config, source, run_dir).metrics  # evaluated on the test split
     trained = json.loads((run_dir / "training.json").read_text())
-    export_dir = steps.export(run_dir, run_dir / "export", overwrite=True)
+    export_dir = runs.Run.open(run_dir).export(run_dir / "export", overwrite=True)
     sources = corpus.test["source"].tolist()
-    translations = steps.translate(export_dir, sources[:SAMPLES])
+    translations = runs.load(export_dir).predict(sources[:SAMPLES])
     row = {
         "corpus": corpus_name,
         "pair": f"{config.source_lang}-{config.target_lang}",
@@ -139,7 +138,7 @@ def run(corpus_name, overrides, max_train_pairs=None, reuse_run=False):
         "history": (run_dir / "history.csv").read_text().splitlines(),
         "serving": serving_speed(export_dir, sources),
         "samples": [
-            {"source": s, "reference": r, "translation": t[0][0]}
+            {"source": s, "reference": r, "translation": t["text"]}
             for s, r, t in zip(sources, corpus.test["target"].tolist(), translations)
         ],
     }

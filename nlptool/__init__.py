@@ -1,8 +1,43 @@
-"""nlptool: NLP on GRUs with Keras 3 and TensorFlow."""
+"""nlptool: NLP on GRUs with Keras 3 and TensorFlow.
 
-from nlptool import layers
-from nlptool.layers import GRU
+    import nlptool
+
+    run = nlptool.train("sentiment", "runs/reviews", train="reviews.csv",
+                        columns={"text": "review", "label": "stars"})
+    model = nlptool.load("runs/reviews")            # a run directory or an export
+    model.predict(["a gorgeous, witty film"])       # [{"label": ..., "probability": ..., ...}]
+    model.evaluate(test_file="held_out.csv")
+    model.export("runs/reviews/export")
+
+Importing the package costs no TensorFlow; it is imported when a model is
+built or loaded.
+"""
 
 __version__ = "0.1.0"
 
-__all__ = ["GRU", "layers", "__version__"]
+_LAZY = {
+    "GRU": ("nlptool.layers", "GRU"),
+    "layers": ("nlptool.layers", None),
+    "load": ("nlptool.api", "load"),
+    "train": ("nlptool.api", "train"),
+    "NlptoolError": ("nlptool.errors", "NlptoolError"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attribute = _LAZY[name]
+        value = importlib.import_module(module)
+        value = value if attribute is None else getattr(value, attribute)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
+
+
+__all__ = ["GRU", "NlptoolError", "__version__", "layers", "load", "train"]

@@ -1,67 +1,289 @@
-"""The `nlptool` command line.
+"""The `nlptool` command line, generic over the task registry.
 
-nlptool train sentiment (--dataset NAME | --csv FILE --text-column C --label-column C
-                         [--validation-csv FILE] [--test-csv FILE])
-                        [--config FILE.yaml ...] [--set key=value ...] [--epochs N]
-                        [--max-train-examples N] [--data-dir DIR] [--init-from RUN_DIR] --run-dir DIR
-nlptool train language-model (--dataset NAME | --text-file FILE | --csv FILE --text-column C)
-                        [--validation-file FILE] [--test-file FILE] [--config ...] [--set ...]
-                        [--epochs N] [--max-train-examples N] [--data-dir DIR] --run-dir DIR
-nlptool train translation (--dataset NAME --source-lang L --target-lang L
-                           | --csv FILE --source-column C --target-column C [--validation-csv FILE] [--test-csv FILE])
-                        [--config ...] [--set ...] [--epochs N] [--max-train-examples N] [--data-dir DIR] --run-dir DIR
-nlptool evaluate RUN_DIR [--dataset NAME --split S | --csv FILE --text-column C [--label-column C]
-                          | --text-file FILE]
-                         (translation: [--dataset NAME --split S | --csv FILE] [--beam-width W])
-nlptool export RUN_DIR OUT [--overwrite]
-nlptool predict RUN_DIR_OR_EXPORT TEXT...                  (sentiment)
-nlptool generate RUN_DIR_OR_EXPORT PROMPT... [--max-new-tokens N] [--temperature T] [--top-k K]
-                        [--top-p P] [--seed S] [--beam-width W]   (language model)
-nlptool translate RUN_DIR_OR_EXPORT TEXT... [--beam-width W] [--n-best N] [--greedy]
-                        [--plot-attention FILE.png]                (translation)
-nlptool tokenizer train --kind {word,char,byte,wordpiece,sentencepiece} [--vocab-size N]
-                        --input FILE [--column NAME] --out DIR
-nlptool tokenizer encode DIR TEXT...
+    nlptool train TASK (--dataset NAME | --train-file FILE) [--validation-file F] [--test-file F]
+                       [--config FILE.yaml ...] [--set KEY=VALUE ...] --run-dir DIR [--overwrite] [task options]
+    nlptool evaluate RUN_DIR [--dataset NAME [--split S] | --test-file FILE] [task options]
+    nlptool export RUN_DIR [OUT] [--overwrite]
+    nlptool predict RUN_DIR_OR_EXPORT (TEXT ... | --input FILE | -) [task options]
+    nlptool generate | translate ...     the task-named spellings of predict
+    nlptool datasets                     the registered datasets
+    nlptool tokenizer train | encode     train and try a tokeniser on its own
+
+`nlptool train TASK --help` and `nlptool predict PATH --help` show the
+options of that task. Parsers are built from the task classes, whose
+modules import no TensorFlow, so `--help` answers at once; TensorFlow is
+imported (with its start-up messages silenced unless --verbose) when a
+command needs it.
 """
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import sys
-from pathlib import Path
 
-from nlptool.tokenizers import KINDS
-from nlptool.tokenizers.files import TOKENIZER_FILE
+from nlptool import tasks
+from nlptool.errors import NlptoolError, UsageError
 
-
-class UsageError(Exception):
-    """A problem with what the user asked for; printed without a traceback."""
+TOKENIZER_KINDS = ("word", "char", "byte", "wordpiece", "sentencepiece")
 
 
-def read_texts(path, column=None):
-    """One example per line of a text file, or a CSV column with `column`."""
-    from nlptool.data.csv import DataError
-    from nlptool.data.text import read_lines
+# === TensorFlow, quietly ===
 
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 sent to /dev/null: TensorFlow's C++ start-up lines
+    (oneDNN, CUDA probing) are written there before any Python setting can stop them."""
+    sys.stderr.flush()
+    saved = os.dup(2)
     try:
-        return read_lines(path, column)
-    except DataError as error:
-        raise UsageError(str(error)) from None
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
-def make_tokenizer(kind, vocab_size):
+def start_tensorflow(verbose):
+    """Import TensorFlow and Keras; without `verbose`, silently."""
+    if verbose:
+        import tensorflow  # noqa: F401
+
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _stderr_silenced():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # device probing prints its own lines: have them now
+        import keras  # noqa: F401
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    tf.get_logger().setLevel(logging.ERROR)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default when it has a meaningful one and its help does not already say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, [], argparse.SUPPRESS) or action.nargs == 0:
+            return text
+        return f"{text} (default: {default})"
+
+
+# === train ===
+
+
+def add_config_arguments(parser):
+    group = parser.add_argument_group("configuration")
+    group.add_argument(
+        "--config", action="append", default=[], metavar="FILE.yaml", help="YAML config; several merge, the last wins"
+    )
+    group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config value")
+    group.add_argument("--epochs", type=int, help="shorthand for --set training.epochs=N")
+
+
+def add_column_arguments(group, task, defaults=True):
+    for role, help_text in task.columns.items():
+        default = role if defaults else None
+        shown = "" if defaults else " (default: the run's)"
+        group.add_argument(f"--{role}-column", default=default, metavar="NAME", help=help_text + shown)
+
+
+def add_data_arguments(parser, task):
+    group = parser.add_argument_group("data (a registered dataset or your files: CSV, TSV or JSON Lines)")
+    source = group.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", metavar="NAME", help=f"a registered {task.name} dataset (see `nlptool datasets`)")
+    source.add_argument("--train-file", metavar="FILE", help="your training data")
+    group.add_argument(
+        "--validation-file", metavar="FILE", help="validation data (default: a share of the training data)"
+    )
+    group.add_argument("--test-file", metavar="FILE", help="test data, evaluated after training")
+    group.add_argument("--delimiter", help="field delimiter of CSV/TSV files (default: from the extension)")
+    add_column_arguments(group, task)
+    group.add_argument(
+        "--data-dir", metavar="DIR", help="where datasets are looked for first (default: NLPTOOL_DATA_DIR)"
+    )
+    group.add_argument("--max-train-examples", type=int, metavar="N", help="train on the first N training examples")
+
+
+def data_source(args, task):
+    from nlptool.tasks.base import DataSource
+
+    columns = {role: getattr(args, f"{role}_column") for role in task.columns}
+    return DataSource(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        train_file=args.train_file,
+        validation_file=args.validation_file,
+        test_file=args.test_file,
+        columns={} if args.dataset else columns,
+        delimiter=args.delimiter,
+        max_train_examples=args.max_train_examples,
+    )
+
+
+def resolve_config(task, args):
+    from nlptool import config as config_lib
+
+    overrides = list(args.set)
+    if args.epochs is not None:
+        overrides.append(f"training.epochs={args.epochs}")
+    return task.configure(config_lib.resolve(task.config_class, args.config, overrides), args)
+
+
+def command_train(args):
+    from nlptool import runs
+
+    task = tasks.get(args.task)
+    config = resolve_config(task, args)
+    source = data_source(args, task)
+    start_tensorflow(args.verbose)
+    run = runs.train(task, config, source, args.run_dir, options=task.train_options(args), overwrite=args.overwrite)
+    if run.metrics is not None:
+        print(task.summary(run.metrics))
+        print(f"wrote {run.path / runs.METRICS_FILE}")
+
+
+# === evaluate, export, predict ===
+
+
+def open_path(path, verbose, runs_only=False):
+    from nlptool import runs
+
+    start_tensorflow(verbose)
+    if runs_only:
+        return runs.Run.open(path)
+    return runs.load(path)
+
+
+def command_evaluate(args):
+    from nlptool import runs
+
+    run = runs.Run.open(args.run_dir)  # the task decides the options
+    task = run.task
+    parser = argparse.ArgumentParser(
+        prog=f"nlptool evaluate {args.run_dir}",
+        description=f"Evaluate a {task.name} run; writes metrics.json.",
+        formatter_class=HelpFormatter,
+    )
+    group = parser.add_argument_group("data (default: the run's own test data)")
+    group.add_argument("--dataset", metavar="NAME", help="a registered dataset")
+    group.add_argument("--split", help="a split of the dataset (default: its test split)")
+    group.add_argument("--data-dir", metavar="DIR", help="where datasets are looked for first")
+    group.add_argument("--test-file", metavar="FILE", help="a file to evaluate on (CSV, TSV, JSON Lines)")
+    group.add_argument("--delimiter", help="field delimiter of a CSV/TSV file (default: from the extension)")
+    add_column_arguments(group, task, defaults=False)
+    task.add_evaluate_arguments(parser)
+    options = parser.parse_args(args.rest)
+    columns = {role: getattr(options, f"{role}_column") for role in task.columns if getattr(options, f"{role}_column")}
+    start_tensorflow(args.verbose)
+    metrics = run.evaluate(
+        split=options.split,
+        dataset=options.dataset,
+        test_file=options.test_file,
+        columns=columns,
+        delimiter=options.delimiter,
+        data_dir=options.data_dir,
+        **task.evaluate_options(options),
+    )
+    print(task.summary(metrics))
+    print(f"wrote {run.path / runs.METRICS_FILE}")
+
+
+def command_export(args):
+    run = open_path(args.run_dir, args.verbose, runs_only=True)
+    path = run.export(args.out, overwrite=args.overwrite)
+    print(f"wrote {path} (signatures: {', '.join(run.task.signatures)})")
+
+
+def read_inputs(texts, input_file, column):
+    """The texts to predict on: arguments, a file (one a line, or a column of a table), or standard input."""
+    from nlptool.data import read_lines
+
+    if input_file and texts:
+        raise UsageError("Give texts as arguments or with --input, not both.")
+    if input_file == "-" or texts == ["-"]:
+        lines = sys.stdin.read().split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        return [line.removesuffix("\r") for line in lines]
+    if input_file:
+        return read_lines(input_file, column, name="--column")
+    if not texts:
+        raise UsageError("Nothing to predict: pass texts, --input FILE, or - to read standard input.")
+    return texts
+
+
+def command_predict(args):
+    loaded = open_path(args.path, args.verbose)
+    task = loaded.task
+    kind = "run" if hasattr(loaded, "source") else "export"
+    if args.command != "predict" and task.command != args.command:
+        expected = next((tasks.get(n).name for n in tasks.names() if tasks.get(n).command == args.command), "?")
+        raise UsageError(
+            f"{args.path} is a {task.name} {kind}; `nlptool {args.command}` is for {expected} runs and exports. "
+            f"Use `nlptool predict {args.path} ...`."
+        )
+    parser = argparse.ArgumentParser(
+        prog=f"nlptool {args.command} {args.path}",
+        description=f"Predict with a {task.name} {kind}.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("text", nargs="*", help="texts to predict on; - reads standard input, one text a line")
+    parser.add_argument(
+        "--input", metavar="FILE", help="a file of texts: one a line, or a column of a table (--column)"
+    )
+    parser.add_argument("--column", help="the column of --input's table holding the texts")
+    parser.add_argument("--json", action="store_true", help="print one JSON object a line instead of text")
+    task.add_predict_arguments(parser)
+    options = parser.parse_args(args.rest)
+    texts = read_inputs(options.text, options.input, options.column)
+    rows = loaded.predict(texts, **task.predict_options(options))
+    for text, row in zip(texts, rows):
+        print(
+            json.dumps({"input": text, **row}, ensure_ascii=False)
+            if options.json
+            else task.format_prediction(text, row)
+        )
+
+
+def command_datasets(args):
+    from nlptool.data import datasets
+
+    for name, dataset in datasets.REGISTRY.items():
+        print(f"{name:18s} {dataset.task:15s} splits: {', '.join(dataset.files)}")
+
+
+# === tokenizer ===
+
+
+def command_tokenizer_train(args):
     from nlptool import tokenizers
+    from nlptool.data import read_lines
+    from nlptool.tokenizers.files import save_tokenizer
 
-    if kind != "byte" and vocab_size is None:
-        raise UsageError(f"--vocab-size is required for --kind {kind}.")
+    texts = read_lines(args.input, args.column, name="--column")
+    if args.kind != "byte" and args.vocab_size is None:
+        raise UsageError(f"--vocab-size is required for --kind {args.kind}.")
+    start_tensorflow(args.verbose)
     try:
-        return tokenizers.create(kind, vocab_size)
+        tokenizer = tokenizers.create(args.kind, args.vocab_size)
     except ValueError as error:
         raise UsageError(str(error).replace("argument `vocab_size`", "--vocab-size")) from None
+    tokenizer = tokenizer.train(texts)
+    path = save_tokenizer(tokenizer, args.out)
+    print(f"{args.kind} tokeniser, vocabulary size {tokenizer.vocabulary_size()}, trained on {len(texts):,} texts")
+    print(f"wrote {path}")
 
 
 def load_tokenizer(directory):
+    from nlptool.tokenizers.files import TOKENIZER_FILE
     from nlptool.tokenizers.files import load_tokenizer as load
 
     try:
@@ -70,17 +292,8 @@ def load_tokenizer(directory):
         raise UsageError(f"{directory} holds no {TOKENIZER_FILE}; train one with `nlptool tokenizer train`.") from None
 
 
-def tokenizer_train(args):
-    texts = read_texts(args.input, args.column)
-    tokenizer = make_tokenizer(args.kind, args.vocab_size).train(texts)
-    from nlptool.tokenizers.files import save_tokenizer
-
-    path = save_tokenizer(tokenizer, args.out)
-    print(f"{args.kind} tokeniser, vocabulary size {tokenizer.vocabulary_size()}, trained on {len(texts):,} texts")
-    print(f"wrote {path}")
-
-
-def tokenizer_encode(args):
+def command_tokenizer_encode(args):
+    start_tensorflow(args.verbose)
     tokenizer = load_tokenizer(args.directory)
     ids = tokenizer(args.text).numpy()
     for text, row in zip(args.text, ids):
@@ -91,511 +304,115 @@ def tokenizer_encode(args):
         print("  ids:   ", " ".join(str(i) for i in row))
 
 
-# === Tasks ===
-
-DATA_FILE = "data.json"  # how a run's data was given, so `evaluate RUN_DIR` can find its test set
+# === the parser ===
 
 
-def resolve_config(config_class, args):
-    from nlptool import config as config_lib
+def _version():
+    from nlptool import __version__
 
-    overrides = list(args.set or [])
-    if args.epochs is not None:
-        overrides.append(f"training.epochs={args.epochs}")
-    try:
-        return config_lib.resolve(config_class, args.config or [], overrides)
-    except config_lib.ConfigError as error:
-        raise UsageError(str(error)) from None
-
-
-@contextlib.contextmanager
-def new_run(run_dir, source):
-    """The run directory, with `source` (how its data was given) in data.json.
-    A new run that fails before its first backup is removed whole; later,
-    it is kept, so that the same command resumes it."""
-    import json
-    import shutil
-
-    run_dir = Path(run_dir)
-    fresh = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / DATA_FILE).write_text(json.dumps(source), encoding="utf-8")
-    try:
-        yield run_dir
-    except BaseException:
-        if fresh and not (run_dir / "backup").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-
-
-def absolute(path):
-    """`path` made absolute (None stays None), so that data.json works from any directory."""
-    return str(Path(path).resolve()) if path else None
-
-
-def run_source(run_dir):
-    """What data.json says about a run (task, data); sentiment for runs that predate the task key."""
-    import json
-
-    path = Path(run_dir) / DATA_FILE
-    source = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    source.setdefault("task", "sentiment")
-    return source
-
-
-def task_train(args):
-    if args.task == "language-model":
-        return train_language_model(args)
-    if args.task == "translation":
-        return train_translation(args)
-    if args.source_lang or args.target_lang or args.source_column or args.target_column:
-        raise UsageError("--source-lang, --target-lang, --source-column and --target-column are for translation runs.")
-    return train_sentiment(args)
-
-
-def train_sentiment(args):
-    from nlptool.data import DatasetError
-    from nlptool.data.csv import DataError
-    from nlptool.tasks import sentiment_steps as steps
-    from nlptool.tasks.sentiment import SentimentConfig
-
-    config = resolve_config(SentimentConfig, args)
-    seed, fraction = config.training.seed, config.training.validation_fraction
-    if args.text_file:
-        raise UsageError("--text-file is for language models; a sentiment run takes --dataset or --csv.")
-    # read and check all the data before anything is written
-    try:
-        if args.dataset:
-            source = {"task": "sentiment", "dataset": args.dataset, "data_dir": absolute(args.data_dir)}
-            data = steps.dataset_data(args.dataset, seed, fraction, args.data_dir, args.max_train_examples)
-        else:
-            source = {
-                "task": "sentiment",
-                # resolved, so that `evaluate RUN_DIR` works from any directory
-                "csv": absolute(args.test_csv),
-                "text_column": args.text_column,
-                "label_column": args.label_column,
-            }
-            data = steps.csv_data(
-                args.csv,
-                args.text_column,
-                args.label_column,
-                seed,
-                fraction,
-                args.validation_csv,
-                args.test_csv,
-                args.max_train_examples,
-            )
-    except (DataError, DatasetError, steps.RunError) as error:
-        raise UsageError(str(error)) from None
-    with new_run(args.run_dir, source) as run_dir:
-        try:
-            steps.train(config, data, run_dir, init_from=args.init_from, init_encoder_from=args.init_encoder_from)
-        except steps.RunError as error:
-            raise UsageError(str(error)) from None
-    if data.test is not None:
-        print_metrics(steps.evaluate(run_dir, data.test))
-
-
-def train_language_model(args):
-    from nlptool.data import DatasetError
-    from nlptool.tasks import language_model_steps as steps
-    from nlptool.tasks.language_model import LanguageModelConfig
-
-    if args.init_from or args.init_encoder_from or args.label_column:
-        raise UsageError("--init-from, --init-encoder-from and --label-column are for sentiment runs.")
-    config = resolve_config(LanguageModelConfig, args)
-    try:
-        if args.dataset:
-            corpus = steps.dataset_corpus(args.dataset, args.data_dir, args.max_train_examples)
-            source = {"task": "language-model", "dataset": args.dataset, "data_dir": absolute(args.data_dir)}
-        else:
-            if args.csv and not args.text_column:
-                raise UsageError("--csv needs --text-column for a language model.")
-            corpus = steps.text_corpus(
-                args.text_file or args.csv, args.validation_file, args.test_file, column=args.text_column
-            )
-            if args.max_train_examples:
-                corpus.train = corpus.train[: args.max_train_examples]
-            source = {"task": "language-model", "test_file": absolute(args.test_file), "column": args.text_column}
-    except (DatasetError, steps.RunError) as error:
-        raise UsageError(str(error)) from None
-    with new_run(args.run_dir, source) as run_dir:
-        steps.train(config, corpus, run_dir)
-    if corpus.test is not None:
-        print_lm_metrics(steps.evaluate(run_dir, corpus.test))
-
-
-def translation_config(args):
-    """The run's config; --source-lang/--target-lang, when given, override the config's pair."""
-    from nlptool.tasks.translation import TranslationConfig
-
-    for flag in ("source_lang", "target_lang"):
-        if getattr(args, flag):
-            args.set = [*(args.set or []), f"{flag}={getattr(args, flag)}"]
-    return resolve_config(TranslationConfig, args)
-
-
-def train_translation(args):
-    from nlptool.data import DatasetError
-    from nlptool.tasks import translation_steps as steps
-
-    if args.init_from or args.init_encoder_from or args.label_column or args.text_column or args.text_file:
-        raise UsageError("A translation run takes --dataset or --csv with --source-column and --target-column.")
-    config = translation_config(args)
-    try:
-        if args.dataset:
-            corpus = steps.dataset_corpus(
-                args.dataset, config.source_lang, config.target_lang, args.data_dir, args.max_train_examples
-            )
-            source = {"task": "translation", "dataset": args.dataset, "data_dir": absolute(args.data_dir)}
-        else:
-            if not (args.source_column and args.target_column):
-                raise UsageError("--csv needs --source-column and --target-column for a translation run.")
-            corpus = steps.csv_corpus(
-                args.csv,
-                args.source_column,
-                args.target_column,
-                args.validation_csv,
-                args.test_csv,
-                seed=config.training.seed,
-            )
-            if args.max_train_examples:
-                corpus.train = corpus.train.iloc[: args.max_train_examples]
-            source = {
-                "task": "translation",
-                "csv": absolute(args.test_csv),
-                "source_column": args.source_column,
-                "target_column": args.target_column,
-            }
-    except (DatasetError, steps.RunError) as error:
-        raise UsageError(str(error)) from None
-    with new_run(args.run_dir, source) as run_dir:
-        try:
-            steps.train(config, corpus, run_dir)
-        except steps.RunError as error:
-            raise UsageError(str(error)) from None
-    if corpus.test is not None:
-        print_translation_metrics(steps.evaluate(run_dir, corpus.test))
-
-
-def print_translation_metrics(metrics):
-    beam, greedy = metrics["beam"], metrics["greedy"]
-    print(
-        f"{metrics['split']}: {metrics['pairs']:,} pairs, perplexity {metrics['perplexity']:.2f}, "
-        f"BLEU {beam['bleu']:.2f} / chrF {beam['chrf']:.2f} (beam {beam['beam_width']}), "
-        f"BLEU {greedy['bleu']:.2f} / chrF {greedy['chrf']:.2f} (greedy)"
-    )
-
-
-def print_lm_metrics(metrics):
-    extra = "".join(
-        f", {name.replace('_', ' ')} {metrics[name]:.4f}"
-        for name in ("bits_per_character", "bits_per_byte", "word_perplexity")
-        if name in metrics
-    )
-    print(f"{metrics['split']}: {metrics['tokens']:,} tokens, perplexity {metrics['perplexity']:.2f}{extra}")
-
-
-def print_metrics(metrics):
-    print(
-        f"{metrics['split']}: {metrics['examples']:,} examples, accuracy {metrics['accuracy']:.4f}, "
-        f"macro F1 {metrics['macro_f1']:.4f}"
-    )
-
-
-def task_evaluate(args):
-    task = run_source(args.run_dir)["task"]
-    if task == "language-model":
-        return evaluate_language_model(args)
-    if task == "translation":
-        return evaluate_translation(args)
-    return evaluate_sentiment(args)
-
-
-def evaluate_translation(args):
-    import pandas as pd
-
-    from nlptool.data import DatasetError, datasets
-    from nlptool.data.csv import DataError, read_parallel_csv
-    from nlptool.tasks import translation_steps as steps
-
-    source = run_source(args.run_dir)
-    try:
-        config = steps.load_config(args.run_dir)
-        if args.csv or (not args.dataset and source.get("csv")):
-            split = args.csv or source["csv"]
-            columns = (
-                args.source_column or source.get("source_column"),
-                args.target_column or source.get("target_column"),
-            )
-            if None in columns:
-                raise UsageError("--csv needs --source-column and --target-column for a translation run.")
-            pairs = read_parallel_csv(split, *columns)
-        elif args.dataset or source.get("dataset"):
-            name = args.dataset or source["dataset"]
-            split = args.split or datasets.get(name).splits[-1]
-            frame = datasets.load(name, split, data_dir=args.data_dir or source.get("data_dir"))
-            missing = [lang for lang in (config.source_lang, config.target_lang) if lang not in frame.columns]
-            if missing:
-                raise UsageError(f"{name} has no {missing} text; its languages are {list(frame.columns)}.")
-            pairs = pd.DataFrame({"source": frame[config.source_lang], "target": frame[config.target_lang]})
-        else:
-            raise UsageError("Name the pairs to evaluate on: --dataset NAME [--split S] or --csv FILE.")
-        print_translation_metrics(steps.evaluate(args.run_dir, pairs, split, beam_width=args.beam_width))
-    except (DataError, DatasetError, steps.RunError) as error:
-        raise UsageError(str(error)) from None
-
-
-def evaluate_language_model(args):
-    from nlptool.data import DatasetError, datasets
-    from nlptool.data.csv import DataError
-    from nlptool.data.text import read_lines
-    from nlptool.tasks import language_model_steps as steps
-
-    source = run_source(args.run_dir)
-    try:
-        if args.text_file or args.csv:
-            split = args.text_file or args.csv
-            lines = read_lines(split, args.text_column if args.csv else None)
-        elif args.dataset or source.get("dataset"):
-            name = args.dataset or source["dataset"]
-            split = args.split or "test"
-            if split not in steps.LM_SPLITS:
-                raise UsageError(f"A language-model corpus has the splits {list(steps.LM_SPLITS)}, not {split!r}.")
-            lines = datasets.load(name, split, data_dir=args.data_dir or source.get("data_dir"))["text"].tolist()
-        elif source.get("test_file"):
-            split = source["test_file"]
-            lines = read_lines(split, source.get("column"))
-        else:
-            raise UsageError("Name the text to evaluate on: --dataset NAME, --text-file FILE or --csv FILE.")
-        print_lm_metrics(steps.evaluate(args.run_dir, lines, split))
-    except (DataError, DatasetError, steps.RunError) as error:
-        raise UsageError(str(error)) from None
-
-
-def evaluate_sentiment(args):
-    import json
-
-    from nlptool.data import DatasetError, datasets
-    from nlptool.data.csv import DataError, read_labeled_csv
-    from nlptool.tasks import sentiment_steps as steps
-
-    run_dir = Path(args.run_dir)
-    try:
-        if args.csv:
-            frame, split = read_labeled_csv(args.csv, args.text_column, args.label_column, min_classes=1), args.csv
-        else:
-            dataset, data_dir = args.dataset, args.data_dir
-            if dataset is None and (run_dir / DATA_FILE).is_file():
-                source = json.loads((run_dir / DATA_FILE).read_text(encoding="utf-8"))
-                if source.get("csv"):
-                    frame = read_labeled_csv(
-                        source["csv"], source["text_column"], source["label_column"], min_classes=1
-                    )
-                    return print_metrics(steps.evaluate(run_dir, frame, source["csv"]))
-                dataset, data_dir = source.get("dataset"), data_dir or source.get("data_dir")
-            if dataset is None:
-                raise UsageError("Name the data to evaluate on: --dataset NAME or --csv FILE.")
-            split = args.split or steps.TEST_SPLITS.get(dataset, "test")
-            frame = datasets.load(dataset, split, data_dir=data_dir)
-            frame = frame.assign(label=frame["label"].map(datasets.get(dataset).label_names))
-        print_metrics(steps.evaluate(run_dir, frame, split))
-    except (DataError, DatasetError, steps.RunError) as error:
-        raise UsageError(str(error)) from None
-
-
-def task_export(args):
-    from nlptool.export import ExportError
-
-    task = run_source(args.run_dir)["task"]
-    if task == "language-model":
-        from nlptool.tasks import language_model_steps as steps
-
-        signatures = "serving_default, generate, beam_search, generation_defaults"
-    elif task == "translation":
-        from nlptool.tasks import translation_steps as steps
-
-        signatures = "serving_default, beam_search, greedy, attention, decoding_defaults"
-    else:
-        from nlptool.tasks import sentiment_steps as steps
-
-        signatures = "serving_default, class_names"
-    try:
-        path = steps.export(args.run_dir, args.out, overwrite=args.overwrite)
-    except (ExportError, steps.RunError) as error:
-        raise UsageError(str(error)) from None
-    print(f"wrote {path} (signatures: {signatures})")
-
-
-def task_predict(args):
-    from nlptool.tasks import sentiment_steps as steps
-
-    try:
-        results = steps.predict(args.path, args.text)
-    except steps.RunError as error:
-        raise UsageError(str(error)) from None
-    for text, (label, probability) in zip(args.text, results):
-        print(f"{label}\t{probability:.4f}\t{text}")
-
-
-def task_generate(args):
-    from nlptool.tasks import language_model_steps as steps
-
-    try:
-        texts = steps.generate(
-            args.path,
-            args.prompt,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            seed=args.seed,
-            beam_width=args.beam_width,
-        )
-    except steps.RunError as error:
-        raise UsageError(str(error)) from None
-    for prompt, text in zip(args.prompt, texts):
-        print(f"{prompt}\t{text}")
-
-
-def task_translate(args):
-    from nlptool.tasks import translation_steps as steps
-
-    try:
-        translator = steps.Translator(args.path)
-        results = translator.translate(args.text, beam_width=args.beam_width, n_best=args.n_best, greedy=args.greedy)
-        for text, hypotheses in zip(args.text, results):
-            for translation, score in hypotheses:
-                print(f"{score:.4f}\t{translation}\t{text}" if args.n_best > 1 else f"{translation}\t{text}")
-        if args.plot_attention:
-            if len(args.text) != 1:
-                raise UsageError("--plot-attention draws one sentence; pass a single TEXT.")
-            steps.plot_attention(translator, args.text[0], args.plot_attention, target=results[0][0][0])
-            print(f"wrote {args.plot_attention}")
-    except steps.RunError as error:
-        raise UsageError(str(error)) from None
+    return __version__
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="nlptool", description="NLP on GRUs with Keras and TensorFlow.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    train = commands.add_parser("train", help="train a task model into a run directory")
-    train.add_argument("task", choices=["sentiment", "language-model", "translation"])
-    source = train.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--dataset",
-        help="a registered dataset: imdb, sst2 (sentiment); ptb, wikitext2, tiny_shakespeare (language model); "
-        "multi30k, spa_eng (translation)",
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show TensorFlow's own messages"
     )
-    source.add_argument("--csv", help="your training CSV")
-    source.add_argument("--text-file", help="language model: your training text, one line a row")
-    train.add_argument("--text-column", help="the CSV column holding the text")
-    train.add_argument("--label-column", help="the CSV column holding the label")
-    train.add_argument("--source-lang", help="translation: the source language of --dataset (e.g. de)")
-    train.add_argument("--target-lang", help="translation: the target language of --dataset (e.g. en)")
-    train.add_argument("--source-column", help="translation: the CSV column holding the source text")
-    train.add_argument("--target-column", help="translation: the CSV column holding the translation")
-    train.add_argument("--validation-csv", help="validation CSV (default: a stratified share of --csv)")
-    train.add_argument("--test-csv", help="test CSV, evaluated after training")
-    train.add_argument("--validation-file", help="language model: validation text (default: the last 5%% of lines)")
-    train.add_argument("--test-file", help="language model: test text, evaluated after training")
-    train.add_argument("--config", action="append", help="YAML config; several merge, the last wins")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
-    train.add_argument("--epochs", type=int, help="shorthand for --set training.epochs=N")
-    train.add_argument("--max-train-examples", type=int, help="train on the first N training examples")
-    train.add_argument("--data-dir", help="where datasets are looked for first")
-    train.add_argument("--init-from", help="start from this run's tokeniser and weights (fine-tuning)")
-    train.add_argument(
-        "--init-encoder-from",
-        help="sentiment: start from this language-model run's tokeniser, embedding and GRU layers",
+    parser = argparse.ArgumentParser(
+        prog="nlptool", description="NLP on GRUs with Keras and TensorFlow.", parents=[common]
     )
-    train.add_argument("--run-dir", required=True)
-    train.set_defaults(run=task_train)
+    parser.add_argument("--version", action="version", version=f"nlptool {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    evaluate = commands.add_parser("evaluate", help="evaluate a run; prints and writes RUN_DIR/metrics.json")
+    train = commands.add_parser("train", help="train a task's model into a run directory", parents=[common])
+    task_parsers = train.add_subparsers(dest="task", required=True, metavar="TASK")
+    for name in tasks.names():
+        task = tasks.get(name)
+        sub = task_parsers.add_parser(
+            name,
+            help=task.description,
+            description=f"Train a {name} model: {task.description}.",
+            parents=[common],
+            formatter_class=HelpFormatter,
+        )
+        add_data_arguments(sub, task)
+        add_config_arguments(sub)
+        run = sub.add_argument_group("run")
+        run.add_argument("--run-dir", required=True, metavar="DIR", help="the run directory to create (or resume)")
+        run.add_argument(
+            "--overwrite", action="store_true", help="start afresh in a run directory that holds another run"
+        )
+        own = sub.add_argument_group(f"{name} options")
+        task.add_train_arguments(own)
+        sub.set_defaults(handler=command_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a run; prints and writes RUN_DIR/metrics.json",
+        description="Evaluate a run. `nlptool evaluate RUN_DIR --help` shows the options of its task.",
+        parents=[common],
+    )
     evaluate.add_argument("run_dir")
-    evaluate.add_argument("--dataset")
-    evaluate.add_argument("--split")
-    evaluate.add_argument("--data-dir")
-    evaluate.add_argument("--csv")
-    evaluate.add_argument("--text-file", help="language model: a text file, one line a row")
-    evaluate.add_argument("--text-column", default="text")
-    evaluate.add_argument("--label-column", default="label")
-    evaluate.add_argument("--source-column", help="translation: the CSV column holding the source text")
-    evaluate.add_argument("--target-column", help="translation: the CSV column holding the reference")
-    evaluate.add_argument("--beam-width", type=int, help="translation: beam width (default: the run's config)")
-    evaluate.set_defaults(run=task_evaluate)
+    evaluate.add_argument("rest", nargs=argparse.REMAINDER, help="the options of the run's task")
+    evaluate.set_defaults(handler=command_evaluate)
 
-    export = commands.add_parser("export", help="write the string-in SavedModel of a run")
+    export = commands.add_parser("export", help="write the string-in SavedModel of a run", parents=[common])
     export.add_argument("run_dir")
-    export.add_argument("out")
+    export.add_argument("out", nargs="?", help="where to write it (default: RUN_DIR/export)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing export")
-    export.set_defaults(run=task_export)
+    export.set_defaults(handler=command_export)
 
-    predict = commands.add_parser("predict", help="classify texts with a run or an export")
-    predict.add_argument("path", help="a run directory or an exported SavedModel")
-    predict.add_argument("text", nargs="+")
-    predict.set_defaults(run=task_predict)
+    spellings = {"predict": "predict with a run or an export (any task)"}
+    for name in tasks.names():
+        command = tasks.get(name).command
+        if command:
+            spellings[command] = f"predict with a {name} run or export"
+    for command, help_text in spellings.items():
+        predict = commands.add_parser(
+            command,
+            help=help_text,
+            description=f"{help_text[0].upper()}{help_text[1:]}. `nlptool {command} PATH --help` shows its options.",
+            parents=[common],
+        )
+        predict.add_argument("path", help="a run directory or an exported SavedModel")
+        predict.add_argument("rest", nargs=argparse.REMAINDER, help="texts and the options of the task")
+        predict.set_defaults(handler=command_predict)
 
-    generate = commands.add_parser("generate", help="continue prompts with a language-model run or export")
-    generate.add_argument("path", help="a run directory or an exported SavedModel")
-    generate.add_argument("prompt", nargs="+")
-    generate.add_argument("--max-new-tokens", type=int, help="tokens to add (default: the run's config)")
-    generate.add_argument("--temperature", type=float, help="sampling temperature; 0 is greedy")
-    generate.add_argument("--top-k", type=int, help="sample among the k most probable tokens (0: all)")
-    generate.add_argument("--top-p", type=float, help="sample within this probability mass (1: all)")
-    generate.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
-    generate.add_argument("--beam-width", type=int, help="beam search with this many beams instead of sampling")
-    generate.set_defaults(run=task_generate)
+    datasets = commands.add_parser("datasets", help="list the registered datasets", parents=[common])
+    datasets.set_defaults(handler=command_datasets)
 
-    translate = commands.add_parser("translate", help="translate sentences with a translation run or export")
-    translate.add_argument("path", help="a run directory or an exported SavedModel")
-    translate.add_argument("text", nargs="+")
-    translate.add_argument("--beam-width", type=int, help="beams per sentence (default: the run's config)")
-    translate.add_argument("--n-best", type=int, default=1, help="translations per sentence, with scores")
-    translate.add_argument("--greedy", action="store_true", help="greedy decoding instead of beam search")
-    translate.add_argument("--plot-attention", metavar="FILE.png", help="draw the attention of the translation")
-    translate.set_defaults(run=task_translate)
-
-    tokenizer = commands.add_parser("tokenizer", help="train and try tokenisers")
+    tokenizer = commands.add_parser("tokenizer", help="train and try tokenisers", parents=[common])
     actions = tokenizer.add_subparsers(dest="action", required=True)
-
-    train = actions.add_parser("train", help="train a tokeniser and save it to a directory")
-    train.add_argument("--kind", choices=KINDS, required=True)
-    train.add_argument("--vocab-size", type=int, help="vocabulary size, reserved ids included (not for byte)")
-    train.add_argument("--input", required=True, help="a text file (one example a line) or a CSV with --column")
-    train.add_argument("--column", help="the CSV column holding the text")
-    train.add_argument("--out", required=True, help="directory to write tokenizer.json into")
-    train.set_defaults(run=tokenizer_train)
-
-    encode = actions.add_parser("encode", help="print the tokens and ids of some text")
+    train_tokenizer = actions.add_parser("train", help="train a tokeniser and save it to a directory", parents=[common])
+    train_tokenizer.add_argument("--kind", choices=TOKENIZER_KINDS, required=True)
+    train_tokenizer.add_argument("--vocab-size", type=int, help="vocabulary size, reserved ids included (not for byte)")
+    train_tokenizer.add_argument(
+        "--input", required=True, help="a text file (one example a line) or a table with --column"
+    )
+    train_tokenizer.add_argument("--column", help="the column of --input's table holding the text")
+    train_tokenizer.add_argument("--out", required=True, help="directory to write tokenizer.json into")
+    train_tokenizer.set_defaults(handler=command_tokenizer_train)
+    encode = actions.add_parser("encode", help="print the tokens and ids of some text", parents=[common])
     encode.add_argument("directory", help="a directory written by `nlptool tokenizer train`")
     encode.add_argument("text", nargs="+")
-    encode.set_defaults(run=tokenizer_encode)
+    encode.set_defaults(handler=command_tokenizer_encode)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # progress of long jobs (tokeniser training reads, ...) goes to stderr
+    args.verbose = getattr(args, "verbose", False)
+    # progress of long steps (tokeniser training, ...) goes to stderr
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("nlptool").setLevel(logging.INFO)
-    if (
-        getattr(args, "csv", None)
-        and args.command == "train"
-        and args.task == "sentiment"
-        and not (args.text_column and args.label_column)
-    ):
-        print("nlptool: error: --csv needs --text-column and --label-column", file=sys.stderr)
-        return 2
     try:
-        args.run(args)
-    except UsageError as error:
+        args.handler(args)
+    except NlptoolError as error:
         print(f"nlptool: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("nlptool: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

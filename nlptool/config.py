@@ -36,6 +36,7 @@ from pathlib import Path
 
 import yaml
 
+from nlptool.errors import NlptoolError
 from nlptool.files import write_atomically
 
 OVERRIDES_SOURCE = "--set"  # how errors in overrides name their origin
@@ -43,7 +44,7 @@ OVERRIDES_SOURCE = "--set"  # how errors in overrides name their origin
 _FLOAT_TEXT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
 
-class ConfigError(ValueError):
+class ConfigError(NlptoolError, ValueError):
     """A problem with a configuration: a bad file, key, value or override."""
 
 

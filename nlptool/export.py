@@ -14,14 +14,19 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from nlptool.errors import NlptoolError
+from nlptool.files import write_json
 
-class ExportError(RuntimeError):
+
+class ExportError(NlptoolError, RuntimeError):
     """The export could not be written or did not verify."""
 
 
-def save(module, out_dir, signatures, overwrite=False):
+def save(module, out_dir, signatures, overwrite=False, extra=None):
     """Save `module` as a SavedModel at `out_dir` with `signatures`
-    (name -> tf.function or concrete function); returns the path.
+    (name -> tf.function or concrete function), and the JSON files `extra`
+    (relative path -> payload, e.g. "assets.extra/nlptool.json") beside it;
+    returns the path.
 
     Raises ExportError if `out_dir` exists and `overwrite` is False, or if
     the saved model does not load back with every signature.
@@ -33,6 +38,8 @@ def save(module, out_dir, signatures, overwrite=False):
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
     try:
         tf.saved_model.save(module, str(staging), signatures=signatures)
+        for name, payload in (extra or {}).items():
+            write_json(staging / name, payload)
         loaded = tf.saved_model.load(str(staging))
         missing = sorted(set(signatures) - set(loaded.signatures))
         if missing:

@@ -28,14 +28,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nlptool import compat
+from nlptool.errors import RunError
 from nlptool.files import write_json
 
 CHECKPOINT = "checkpoints/best.weights.h5"
 CONFIG_FILE = "config.yaml"
-
-
-class RunError(RuntimeError):
-    """A run directory is missing, incomplete or does not fit the request."""
 
 
 def require_files(run_dir, names, kind):
@@ -81,7 +79,7 @@ class ExactBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        if self._seed_path.is_file() and Path(self._weights_path).is_file():
+        if self._seed_path.is_file() and Path(compat.backup_weights_path(self)).is_file():
             saved = np.load(self._seed_path)
             states = self._seed_states()
             if len(saved.files) != len(states):
@@ -236,8 +234,9 @@ class SwapAveragedWeights(keras.callbacks.Callback):
     def _put(self, average):
         if not self._active or self._swapped == average:
             return
-        averages = self.model.optimizer._model_variables_moving_average  # Keras keeps no public handle
-        for variable, kept in zip(self.model.optimizer._trainable_variables, averages, strict=True):
+        optimizer = self.model.optimizer
+        averages = compat.moving_average_variables(optimizer)  # Keras keeps no public handle
+        for variable, kept in zip(compat.trainable_variables_of(optimizer), averages, strict=True):
             trained = variable.numpy()
             variable.assign(kept)
             kept.assign(trained)
@@ -329,3 +328,52 @@ def callbacks(run_dir, epoch, monitor="val_accuracy", mode="max", patience=2, sc
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
     ]
+
+
+# === The training loop of every task ===
+
+TRAINING_FILE = "training.json"  # written when training ends: a run with it is finished
+
+
+def optimizer(config, kind="adam"):
+    """The optimizer of a `TrainingConfig`: Adam (or SGD) at its rate, with
+    its gradient clipping and weight averaging."""
+    options = {"global_clipnorm": config.clip_norm}
+    if config.ema_momentum is not None:
+        options.update(use_ema=True, ema_momentum=config.ema_momentum)
+    if kind == "sgd":
+        return keras.optimizers.SGD(config.learning_rate, **options)
+    if kind == "adam":
+        return keras.optimizers.Adam(config.learning_rate, **options)
+    raise ValueError(f"Received an invalid value for argument `kind`, expected 'adam' or 'sgd', got {kind!r}.")
+
+
+def fit(model, batches, run_dir, config, epoch, monitor, mode, schedule=None, back_off=None, verbose=2):
+    """Train the compiled `model` on `batches` (a `tasks.base.Batches`) into
+    `run_dir` with the standard callbacks, the time budget of `config` (a
+    `TrainingConfig`) and exact resume; then write training.json (seconds of
+    this process, epochs of the run so far, and `batches.info`)."""
+    run_callbacks = callbacks(
+        run_dir,
+        epoch,
+        monitor=monitor,
+        mode=mode,
+        patience=config.early_stopping_patience,
+        schedule=schedule,
+        back_off=back_off,
+    )
+    if config.max_minutes is not None:
+        run_callbacks.append(TimeBudget(config.max_minutes))
+    started = time.monotonic()
+    model.fit(
+        batches.train,
+        validation_data=batches.validation,
+        epochs=config.epochs,
+        callbacks=run_callbacks,
+        shuffle=False,  # the pipelines order the data, by (seed, epoch)
+        verbose=verbose,
+        **batches.fit_options,
+    )
+    summary = {"seconds": time.monotonic() - started, "epochs": epochs_run(run_dir), **batches.info}
+    write_json(Path(run_dir) / TRAINING_FILE, summary)
+    return summary

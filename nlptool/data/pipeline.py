@@ -32,6 +32,7 @@ def make_dataset(
     bucket_boundaries="auto",
     sample_size=10_000,
     epoch=None,
+    max_length=None,
 ):
     """A dataset of (ids, target) batches from raw strings.
 
@@ -50,10 +51,13 @@ def make_dataset(
             (`nlptool.training.epoch_variable()`); with it, each epoch's
             shuffling depends only on `seed` and the epoch, which makes
             resumed training exact.
+        max_length: keep the first `max_length` ids of every example (after
+            bucketing, which groups by the full length); None keeps all.
 
     Returns:
         A `tf.data.Dataset` of (ids (batch, length) int32, targets (batch,)).
-        Every example appears exactly once per epoch.
+        Every example appears exactly once per epoch. Its cardinality is
+        known, so that Keras knows the epoch's length from the first epoch on.
     """
     texts = np.asarray(texts, dtype=object).astype(str)
     targets = np.asarray(targets)
@@ -80,12 +84,16 @@ def make_dataset(
         if shuffle:
             dataset = dataset.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
 
+    def finish(batches, count):
+        if max_length is not None:
+            batches = batches.map(lambda ids, target: (ids[:, :max_length], target))
+        return batches.apply(tf.data.experimental.assert_cardinality(count)).prefetch(tf.data.AUTOTUNE)
+
     if bucket_boundaries is None:
-        return (
-            dataset.batch(batch_size)
-            .map(lambda text, target: (tokenizer(text), target), num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE)
+        batches = dataset.batch(batch_size).map(
+            lambda text, target: (tokenizer(text), target), num_parallel_calls=tf.data.AUTOTUNE
         )
+        return finish(batches, -(-len(texts) // batch_size))
 
     if isinstance(bucket_boundaries, str):
         if bucket_boundaries != "auto":
@@ -99,13 +107,28 @@ def make_dataset(
     def tokenize_one(text, target):
         return tokenizer(tf.reshape(text, [1]))[0], target  # (length,)
 
-    return (
-        dataset.map(tokenize_one, num_parallel_calls=tf.data.AUTOTUNE)
-        .bucket_by_sequence_length(
-            element_length_func=lambda ids, target: tf.shape(ids)[0],
-            bucket_boundaries=list(bucket_boundaries),
-            bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
-            padded_shapes=([None], []),
-        )
-        .prefetch(tf.data.AUTOTUNE)
+    batches = dataset.map(tokenize_one, num_parallel_calls=tf.data.AUTOTUNE).bucket_by_sequence_length(
+        element_length_func=lambda ids, target: tf.shape(ids)[0],
+        bucket_boundaries=list(bucket_boundaries),
+        bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
+        padded_shapes=([None], []),
     )
+    return finish(batches, bucketed_batches(token_counts(tokenizer, texts), bucket_boundaries, batch_size))
+
+
+def token_counts(tokenizer, texts, batch_size=4096):
+    """The number of ids `tokenizer` gives each text, as an int array."""
+    counts = [
+        tf.math.count_nonzero(tokenizer(tf.constant(texts[start : start + batch_size])), axis=1).numpy()
+        for start in range(0, len(texts), batch_size)
+    ]
+    return np.concatenate(counts) if counts else np.zeros(0, np.int64)
+
+
+def bucketed_batches(lengths, boundaries, batch_size):
+    """How many batches `bucket_by_sequence_length` makes of examples of
+    these `lengths`: bucket i holds the lengths in [boundaries[i-1],
+    boundaries[i]), and each bucket ends with one smaller batch."""
+    buckets = np.searchsorted(np.asarray(boundaries), np.asarray(lengths), side="right")
+    sizes = np.bincount(buckets, minlength=len(boundaries) + 1)
+    return int(sum(-(-int(size) // batch_size) for size in sizes))

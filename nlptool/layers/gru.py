@@ -2,8 +2,8 @@
 
 import keras
 import tensorflow as tf
-from keras.src.utils import tracking
 
+from nlptool import compat
 from nlptool.layers import gru_kernels
 
 IMPLEMENTATIONS = ("auto", "cudnn", "fused", "reference")
@@ -21,9 +21,7 @@ def _gpu_available():
 def _in_save_context():
     # Exported graphs must run on any device, so tracing for a SavedModel
     # never picks cuDNN (whose op has no CPU kernel) nor XLA.
-    from tensorflow.python.saved_model import save_context
-
-    return save_context.in_save_context()
+    return compat.in_save_context()
 
 
 @keras.saving.register_keras_serializable(package="nlptool")
@@ -250,7 +248,7 @@ class GRU(keras.layers.Layer):
                 )
             self._create_state_variable(sequences_shape[0])
 
-    @tracking.no_automatic_dependency_tracking
+    @compat.no_automatic_tracking()
     def _create_state_variable(self, batch_size):
         # kept out of `weights`, as in keras.layers.GRU, so that weight lists match
         self.states = [

@@ -20,8 +20,11 @@ and `rb` the recurrent bias c (3*units,) or None.
 
 import tensorflow as tf
 
-# Looked up at call time, so tests can stand in a CPU emulation of the op.
-CUDNN_OP = tf.raw_ops.CudnnRNNV3
+from nlptool import compat
+
+# tf.raw_ops.CudnnRNNV3 (see nlptool.compat). Looked up at call time, so tests
+# can stand in a CPU emulation of the op.
+CUDNN_OP = compat.cudnn_rnn_v3
 
 
 # --------------------------------------------------------------------------

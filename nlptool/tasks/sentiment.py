@@ -1,26 +1,29 @@
-"""Sentiment (text classification): config, model, evaluation, export module.
+"""Sentiment analysis (text classification): texts with labels in, a GRU classifier out.
 
-Model: token ids -> Embedding (mask_zero) -> optional word dropout ->
-stacked (bi)directional nlptool GRU -> masked max and mean pooling over
-time -> dropout -> softmax over the classes. The tokeniser stays outside
-the trained model (it runs in the tf.data pipeline) and joins it again in
-the export module, which takes raw strings.
+Data: a registered dataset (IMDB, SST-2) or the user's files with a text
+and a label column. The tokeniser is learnt from the training texts (or
+taken from the run or language model the classifier starts from); the
+model is `nlptool.models.classifier`. Evaluation: accuracy, macro F1, the
+classification report and the confusion matrix. The export's
+`serving_default` takes `text` and returns `label` and `probabilities`.
 """
 
 import dataclasses
+from pathlib import Path
 from typing import Literal
 
-import keras
-import numpy as np
-import tensorflow as tf
+from nlptool.errors import RunError, UsageError
+from nlptool.tasks import base
 
-from nlptool.layers import GRU
+# which split of a registered dataset is its test set (SST-2's GLUE test set has no labels)
+TEST_SPLITS = {"imdb": "test", "sst2": "dev"}
+# the model fields that shape the weights, which a run fine-tuned from another takes from it
+ARCHITECTURE_FIELDS = ("embedding_dim", "units", "layers", "bidirectional", "pooling")
+PREDICT_BATCH = 256  # texts per call of the serving signature
 
 
 @dataclasses.dataclass
-class TokenizerConfig:
-    kind: Literal["word", "char", "byte", "wordpiece", "sentencepiece"] = "word"
-    vocab_size: int = 20_000  # reserved ids included
+class TokenizerConfig(base.TokenizerConfig):
     max_length: int = 256  # tokens kept per text (the first ones)
 
 
@@ -36,25 +39,19 @@ class ModelConfig:
 
 
 @dataclasses.dataclass
-class TrainingConfig:
+class TrainingConfig(base.TrainingConfig):
     epochs: int = 3
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    seed: int = 1234
-    early_stopping_patience: int = 2  # epochs without validation gain before stopping
+    learning_rate: float = 2e-3  # Adam
+    early_stopping_patience: int = 2
+    validation_fraction: float = 0.1
     class_weights: bool = False  # weight classes inversely to their frequency
-    validation_fraction: float = 0.1  # held out of the training data when no validation set is given
-    # Polyak averaging: validate, checkpoint and export an exponential moving average of the weights,
-    # updated after every step with this momentum (Keras's optimizer `use_ema`); null: the weights as trained
-    ema_momentum: float | None = None
     # adversarial training (Miyato et al., 2017): each step also trains on the word vectors moved by this
     # distance (in units of their standard deviation, over the whole text) in the direction that raises
     # the loss most; null: off
     adversarial_epsilon: float | None = None
 
     def __post_init__(self):
-        if self.ema_momentum is not None and not 0 < self.ema_momentum < 1:
-            raise ValueError(f"ema_momentum must be between 0 and 1 (exclusive) or null, not {self.ema_momentum}.")
+        super().__post_init__()
         if self.adversarial_epsilon is not None and not self.adversarial_epsilon > 0:
             raise ValueError(f"adversarial_epsilon must be positive or null, not {self.adversarial_epsilon}.")
 
@@ -66,169 +63,354 @@ class SentimentConfig:
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
 
 
-@keras.saving.register_keras_serializable(package="nlptool")
-class MaskedMaxMeanPooling(keras.layers.Layer):
-    """Concatenated max and mean over the valid time steps: (batch, 2 * features).
+class SentimentTask(base.Task):
+    name = "sentiment"
+    description = "classify texts (sentiment, topic, any label set)"
+    config_class = SentimentConfig
+    columns = {"text": "the column holding the texts", "label": "the column holding the labels"}
+    has_labels = True
+    monitor = ("val_accuracy", "max")
+    signatures = ("serving_default", "class_names")
 
-    Padding must not win the max or dilute the mean, so both honour the mask;
-    a row with no valid step gives zeros.
-    """
+    # --- command line ---
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.supports_masking = True
-
-    def call(self, sequences, mask=None):
-        if mask is None:
-            return tf.concat([tf.reduce_max(sequences, axis=1), tf.reduce_mean(sequences, axis=1)], axis=-1)
-        valid = tf.cast(mask, sequences.dtype)[..., None]  # (batch, time, 1)
-        count = tf.reduce_sum(valid, axis=1)
-        mean = tf.reduce_sum(sequences * valid, axis=1) / tf.maximum(count, 1.0)
-        lowest = tf.cast(sequences.dtype.min, sequences.dtype)
-        maximum = tf.reduce_max(tf.where(mask[..., None], sequences, lowest), axis=1)
-        maximum = tf.where(count > 0, maximum, tf.zeros_like(maximum))
-        return tf.concat([maximum, mean], axis=-1)
-
-    def compute_mask(self, inputs, mask=None):
-        return None
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], 2 * input_shape[-1])
-
-
-@keras.saving.register_keras_serializable(package="nlptool")
-class AdversarialClassifier(keras.Model):
-    """A functional classifier whose training step adds adversarial training
-    on its word vectors (Miyato, Dai and Goodfellow, 2017, "Adversarial
-    training methods for semi-supervised text classification").
-
-    Each step computes the loss's gradient g with respect to the embedding
-    layer's output e (batch, time, features), moves every text's vectors by
-    r = epsilon * sigma * g / ||g|| (the norm over the text's whole (time,
-    features) block; sigma the standard deviation of the batch's valid word
-    vectors, so that epsilon does not depend on the embedding's scale; the
-    paper normalises the embedding instead), and minimises the clean loss
-    plus the loss at e + r. r is a constant of the step: no gradient flows
-    through it. Inference and evaluation are those of the plain model.
-    The model must be a chain of layers from the embedding on, as
-    `build_model` makes it.
-    """
-
-    def __init__(self, *args, epsilon=1.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.epsilon = float(epsilon)
-        layers = self.layers
-        start = next(i for i, layer in enumerate(layers) if layer.name == "embedding")
-        self._embedding = layers[start]
-        self._after_embedding = layers[start + 1 :]
-
-    def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon}
-
-    def from_embeddings(self, vectors, mask, training):
-        """The model's output from the embedding layer's output (and its mask) on."""
-        x = vectors
-        for layer in self._after_embedding:
-            if layer._call_has_mask_arg and mask is not None:
-                x = layer(x, mask=mask, training=training)
-            else:
-                x = layer(x, training=training)
-            if len(x.shape) == 2:
-                mask = None  # pooled: no time axis left
-        return x
-
-    def perturbation(self, vectors, gradient, mask):
-        """epsilon * sigma * gradient / ||gradient|| per text, zero at padding."""
-        valid = tf.cast(mask, vectors.dtype)[..., None]
-        gradient = gradient * valid
-        count = tf.maximum(tf.reduce_sum(valid) * tf.cast(tf.shape(vectors)[-1], vectors.dtype), 1.0)
-        mean = tf.reduce_sum(vectors * valid) / count
-        sigma = tf.sqrt(tf.reduce_sum(tf.square(vectors - mean) * valid) / count)
-        norm = tf.sqrt(tf.reduce_sum(tf.square(gradient), axis=[1, 2], keepdims=True))
-        return tf.stop_gradient(self.epsilon * sigma * gradient / tf.maximum(norm, 1e-12))
-
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            vectors = self._embedding(x)
-            mask = self._embedding.compute_mask(x)
-            with tf.GradientTape() as inner:
-                inner.watch(vectors)
-                y_pred = self.from_embeddings(vectors, mask, training=True)
-                loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            with tape.stop_recording():  # r is a constant of the step: no second-order terms
-                r = self.perturbation(vectors, inner.gradient(loss, vectors), mask)
-            adversarial_pred = self.from_embeddings(vectors + r, mask, training=True)
-            adversarial_loss = self._compute_loss(
-                x=x, y=y, y_pred=adversarial_pred, sample_weight=sample_weight, training=True
-            )
-            total = loss + adversarial_loss
-        self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
-        gradients = tape.gradient(self.optimizer.scale_loss(total), self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-
-def build_model(config, vocabulary_size, num_classes):
-    """The classifier on token ids, (batch, time) int32 -> (batch, classes) probabilities."""
-    model_config = config.model
-    # === Layers ===
-    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
-    x = keras.layers.Embedding(vocabulary_size, model_config.embedding_dim, mask_zero=True, name="embedding")(ids)
-    if model_config.embedding_dropout:
-        # one draw per token, not per feature: the classifier cannot lean on any single word
-        x = keras.layers.Dropout(
-            model_config.embedding_dropout,
-            noise_shape=(None, None, 1),
-            seed=config.training.seed,
-            name="embedding_dropout",
-        )(x)
-    for index in range(model_config.layers):
-        last = index == model_config.layers - 1
-        gru = GRU(
-            model_config.units,
-            return_sequences=not (last and model_config.pooling == "last"),
-            dropout=model_config.dropout,
-            seed=config.training.seed + index,
-            name=f"gru_{index}",
+    def add_train_arguments(self, parser):
+        start = parser.add_mutually_exclusive_group()
+        start.add_argument(
+            "--init-from",
+            metavar="RUN_DIR",
+            help="start from this sentiment run's tokeniser, weights and model shape (fine-tuning)",
         )
-        x = (keras.layers.Bidirectional(gru, name=f"bidirectional_{index}") if model_config.bidirectional else gru)(x)
-    if model_config.pooling == "max_mean":
-        x = MaskedMaxMeanPooling(name="pooling")(x)
-    x = keras.layers.Dropout(model_config.dropout, seed=config.training.seed, name="dropout")(x)
-    probabilities = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(x)
-    # === Functional Model ===
-    epsilon = config.training.adversarial_epsilon
-    if epsilon is None:
-        return keras.Model(ids, probabilities, name="sentiment")
-    return AdversarialClassifier(ids, probabilities, epsilon=epsilon, name="sentiment")
+        start.add_argument(
+            "--init-encoder-from",
+            metavar="RUN_DIR",
+            help="start from this language-model run's tokeniser, embedding and GRU layers",
+        )
+
+    def train_options(self, args):
+        def absolute(path):  # run.json records the run started from, wherever the command ran
+            return None if path is None else str(Path(path).resolve())
+
+        return {"init_from": absolute(args.init_from), "init_encoder_from": absolute(args.init_encoder_from)}
+
+    # --- data ---
+
+    def read_data(self, source, config):
+        from nlptool.data import datasets, load_labeled_data
+        from nlptool.data.splits import stratified_split
+
+        seed, fraction = config.training.seed, config.training.validation_fraction
+        if source.dataset:
+            name = self._check_dataset(source.dataset)
+            dataset = datasets.get(name)
+            train = self._dataset_frame(name, "train", source.data_dir)
+            if dataset.hold_out is not None:
+                train, validation = dataset.hold_out(train, fraction, seed)
+            else:
+                train, validation = stratified_split(train, fraction, seed, source=f"{name}/train")
+            test, test_name = self._dataset_frame(name, TEST_SPLITS[name], source.data_dir), TEST_SPLITS[name]
+        else:
+            text, label = self._columns(source)
+            data = load_labeled_data(
+                source.train_file,
+                text,
+                label,
+                validation_path=source.validation_file,
+                test_path=source.test_file,
+                validation_fraction=fraction,
+                seed=seed,
+                delimiter=source.delimiter,
+                names=self.column_flags(),
+            )
+            train, validation, test, test_name = data.train, data.validation, data.test, "test"
+        if source.max_train_examples is not None:
+            train = train.iloc[: source.max_train_examples]
+        return base.Splits(train, validation, test, test_name)
+
+    def read_split(self, source, config, split=None):
+        from nlptool.data.labels import read_labeled
+
+        if source.dataset:
+            name = self._check_dataset(source.dataset)
+            split = split or TEST_SPLITS[name]
+            return self._dataset_frame(name, split, source.data_dir), split
+        text, label = self._columns(source)
+        frame = read_labeled(source.test_file, text, label, source.delimiter, min_classes=1, names=self.column_flags())
+        return frame, source.test_file
+
+    def from_frames(self, train, validation=None, test=None, columns=None, config=None):
+        from nlptool.data import LabelMap
+        from nlptool.data.splits import stratified_split
+
+        config = config or SentimentConfig()
+        frames = [
+            None if f is None else self.role_frame(f, columns, where)
+            for f, where in ((train, "the training data"), (validation, "the validation data"), (test, "the test data"))
+        ]
+        # labels as a file's would be read: "5" and 5 are the same class, whichever way they came
+        train, validation, test = (None if f is None else f.assign(label=_as_read(f["label"])) for f in frames)
+        LabelMap.from_labels(train["label"])  # checks the labels are of one kind
+        if validation is None:
+            train, validation = stratified_split(
+                train, config.training.validation_fraction, config.training.seed, source="the training data"
+            )
+        return base.Splits(train, validation, test)
+
+    def describe(self, splits):
+        classes = sorted({str(label) for label in splits.train["label"]})
+        return f"{super().describe(splits)}; classes {classes}"
+
+    def _check_dataset(self, name):
+        if name not in TEST_SPLITS:
+            raise UsageError(f"Dataset {name!r} is not a sentiment dataset; choose one of {sorted(TEST_SPLITS)}.")
+        return name
+
+    def _dataset_frame(self, name, split, data_dir):
+        from nlptool.data import datasets
+
+        frame = datasets.load(name, split, data_dir=data_dir)
+        return frame.assign(label=frame["label"].map(datasets.get(name).label_names))
+
+    def _columns(self, source):
+        return source.columns.get("text", "text"), source.columns.get("label", "label")
+
+    # --- preprocessing and model ---
+
+    def prepare(self, config, splits, init_from=None, init_encoder_from=None):
+        from nlptool import tokenizers
+        from nlptool.data import LabelMap
+
+        if init_from is not None and init_encoder_from is not None:
+            raise UsageError(
+                "Start from either a sentiment run (--init-from, init_from) or a language model "
+                "(--init-encoder-from, init_encoder_from), not both."
+            )
+        label_map = LabelMap.from_labels(splits.train["label"])
+        if init_from is not None:
+            start = _trained_run(init_from, self.name)
+            old = start.config
+            config = _shaped_like(
+                config,
+                old.tokenizer.kind,
+                old.tokenizer.vocab_size,
+                **{name: getattr(old.model, name) for name in ARCHITECTURE_FIELDS},
+            )
+            return config, base.Preprocessing({"text": start.preprocessing.tokenizers["text"]}, label_map, start)
+        if init_encoder_from is not None:
+            start = _trained_run(init_encoder_from, "language-model")
+            tokenizer = start.preprocessing.tokenizers["text"]
+            config = _shaped_like(
+                config,
+                start.config.tokenizer.kind,
+                tokenizer.vocabulary_size(),
+                embedding_dim=start.config.model.embedding_dim,
+                units=start.config.model.units,
+            )
+            return config, base.Preprocessing({"text": tokenizer}, label_map, start)
+        tokenizer = tokenizers.create(config.tokenizer.kind, config.tokenizer.vocab_size)
+        return config, base.Preprocessing({"text": tokenizer.train(splits.train["text"])}, label_map)
+
+    def build_model(self, config, preprocessing):
+        from nlptool.models import classifier
+
+        vocabulary = preprocessing.tokenizers["text"].vocabulary_size()
+        return classifier.build_model(config, vocabulary, len(preprocessing.labels))
+
+    def initialize(self, model, preprocessing, init_from=None, init_encoder_from=None):
+        import logging
+
+        from nlptool.models import classifier
+
+        start = preprocessing.start
+        if init_from is not None:
+            same_labels = start.preprocessing.labels.to_config() == preprocessing.labels.to_config()
+            for layer in model.layers:
+                if layer.name == "classifier" and not same_labels:
+                    continue  # a new head for a new label set
+                layer.set_weights(start.model.get_layer(layer.name).get_weights())
+        elif init_encoder_from is not None:
+            transferred = classifier.transfer_encoder(start.model, model)
+            logging.getLogger("nlptool.sentiment").info(
+                "started from %s: %s", init_encoder_from, ", ".join(transferred)
+            )
+
+    def compile(self, model, config):
+        from nlptool import training
+
+        model.compile(
+            optimizer=training.optimizer(config.training),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+
+    def datasets(self, config, preprocessing, splits, epoch):
+        from nlptool.data.pipeline import make_dataset
+        from nlptool.models.classifier import class_weights
+
+        tokenizer, labels, t = preprocessing.tokenizers["text"], preprocessing.labels, config.training
+        max_length = config.tokenizer.max_length
+
+        def pipeline(frame, shuffle):
+            dataset = make_dataset(
+                frame["text"].to_numpy(),
+                labels.encode(frame["label"]),
+                tokenizer,
+                t.batch_size,
+                shuffle=shuffle,
+                seed=t.seed,
+                epoch=epoch if shuffle else None,
+                max_length=max_length,
+            )
+            return dataset
+
+        weights = class_weights(labels.encode(splits.train["label"]), len(labels)) if t.class_weights else None
+        return base.Batches(
+            pipeline(splits.train, shuffle=True),
+            pipeline(splits.validation, shuffle=False),
+            info={"train_examples": len(splits.train)},
+            fit_options={"class_weight": weights},
+        )
+
+    # --- evaluation, serving, prediction ---
+
+    def evaluate(self, trained, frame, split):
+        import pandas as pd
+        from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+
+        from nlptool import plots
+        from nlptool.models.classifier import predict_probabilities
+
+        label_map = trained.preprocessing.labels
+        if not label_map.is_int:  # a file's "1" is the string "1" when the run's labels are strings
+            frame = frame.assign(label=[str(label) for label in frame["label"]])
+        unknown = sorted(set(map(str, frame["label"])) - set(label_map.names))
+        if unknown:
+            raise RunError(f"The evaluation data has labels the model was not trained on: {unknown}.")
+        y_true = label_map.encode(frame["label"])
+        tokenizer = trained.preprocessing.tokenizers["text"]
+        texts = frame["text"].tolist()
+        probabilities = predict_probabilities(trained.model, tokenizer, texts, trained.config.tokenizer.max_length)
+        y_pred = probabilities.argmax(axis=1)
+        names = label_map.names
+        labels = list(range(len(names)))
+        metrics = {
+            "split": split,
+            "examples": int(len(frame)),
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=labels)),
+            "classification_report": classification_report(
+                y_true, y_pred, labels=labels, target_names=names, output_dict=True, zero_division=0
+            ),
+            "confusion_matrix": {"labels": names, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
+        }
+        plots.plot_confusion_matrix(metrics["confusion_matrix"], trained.path / "confusion_matrix.png")
+        if (trained.path / "history.csv").is_file():
+            plots.plot_history(pd.read_csv(trained.path / "history.csv"), trained.path / "training_curves.png")
+        return metrics
+
+    def summary(self, metrics):
+        return (
+            f"{metrics['split']}: {metrics['examples']:,} examples, accuracy {metrics['accuracy']:.4f}, "
+            f"macro F1 {metrics['macro_f1']:.4f}"
+        )
+
+    def serving_module(self, trained):
+        from nlptool.models.classifier import ClassifierServing
+
+        module = ClassifierServing(
+            trained.preprocessing.tokenizers["text"],
+            trained.model,
+            trained.preprocessing.labels.names,
+            trained.config.tokenizer.max_length,
+        )
+        return module, {"serving_default": module.serve, "class_names": module.class_names.get_concrete_function()}
+
+    def predict(self, signatures, texts):
+        import tensorflow as tf
+
+        names = [name.decode("utf-8") for name in signatures["class_names"]()["class_names"].numpy()]
+        rows = []
+        for start in range(0, len(texts), PREDICT_BATCH):
+            outputs = signatures["serving_default"](text=tf.constant(texts[start : start + PREDICT_BATCH]))
+            for label, probabilities in zip(outputs["label"].numpy(), outputs["probabilities"].numpy()):
+                rows.append(
+                    {
+                        "label": label.decode("utf-8"),
+                        "probability": float(probabilities.max()),
+                        "probabilities": dict(zip(names, probabilities.tolist())),
+                    }
+                )
+        return rows
+
+    def format_prediction(self, text, row):
+        return f"{row['label']}\t{row['probability']:.4f}\t{text}"
 
 
-def class_weights(labels, num_classes):
-    """Weights inversely proportional to class frequency, mean 1 (sklearn's "balanced")."""
-    from sklearn.utils.class_weight import compute_class_weight
+def _as_read(labels):
+    from nlptool.data.labels import parse_labels
 
-    weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=np.asarray(labels))
-    return {i: float(w) for i, w in enumerate(weights)}
+    values = list(labels)
+    if all(isinstance(value, str) for value in values):
+        return parse_labels(values)
+    return values
 
 
-class SentimentServing(tf.Module):
-    """Raw strings in, `label` (class name) and `probabilities` out, with the
-    tokeniser, the model and the class names in one graph."""
+def _trained_run(path, task_name):
+    """The trained run at `path`, which must be a `task_name` run."""
+    from nlptool.runs import Run
 
-    def __init__(self, tokenizer, model, class_names):
-        super().__init__(name="sentiment_serving")
-        self.tokenizer = tokenizer
-        self.model = model
-        self._class_names = tf.constant([str(name) for name in class_names])
+    run = Run.open(path)
+    if run.task.name != task_name:
+        raise RunError(f"{path} is a {run.task.name} run; a {task_name} run is needed here.")
+    return run.load()
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-    def serve(self, text):
-        probabilities = self.model(self.tokenizer(text), training=False)
-        label = tf.gather(self._class_names, tf.argmax(probabilities, axis=-1))
-        return {"label": label, "probabilities": probabilities}
 
-    @tf.function(input_signature=[])
-    def class_names(self):
-        """The class of each column of `probabilities`."""
-        return {"class_names": self._class_names}
+def _shaped_like(config, tokenizer_kind, vocab_size, **model_fields):
+    """`config` with the tokeniser and model shape of the run or language
+    model whose weights it starts from; its regularisation, text length and
+    training settings stay, and the run's config.yaml records the result."""
+    return dataclasses.replace(
+        config,
+        tokenizer=dataclasses.replace(config.tokenizer, kind=tokenizer_kind, vocab_size=vocab_size),
+        model=dataclasses.replace(config.model, **model_fields),
+    )
+
+
+# the language model's validation only ranks its epochs: this many words measure the
+# perplexity closely enough and cost seconds, where all of IMDB's 2,500 reviews cost a minute
+PRETRAIN_VALIDATION_WORDS = 200_000
+
+
+def pretrain_language_model(
+    lm_config, splits, run_dir, max_words=None, also=(), data_dir=None, verbose=2, overwrite=False
+):
+    """Train a language model (`lm_config`, a LanguageModelConfig) into
+    `run_dir` on a classifier's training texts (`splits`, sentiment
+    Splits), validated on its validation texts (their first
+    PRETRAIN_VALIDATION_WORDS words); `train(..., init_encoder_from=run_dir)`
+    then starts from it. Returns the language model's Run.
+
+    `also` names registered datasets whose training splits join the
+    classifier's texts (another site's film reviews, say); the texts are
+    then shuffled together with the language model's seed. The language
+    model reads the first `max_words` words of the result (all with None).
+    No labels and no test split are read. `overwrite` starts afresh in a
+    `run_dir` that holds another (or a finished) run, as `runs.train` does.
+    """
+    import numpy as np
+
+    from nlptool import runs
+    from nlptool.data import datasets
+    from nlptool.tasks.language_model import first_words
+
+    validation = splits.validation["text"].tolist()
+    validation = first_words(validation, PRETRAIN_VALIDATION_WORDS) or validation[:1]
+    texts = splits.train["text"].tolist()
+    if also:
+        for name in also:
+            texts += datasets.load(name, "train", data_dir=data_dir)["text"].tolist()
+        np.random.default_rng(lm_config.training.seed).shuffle(texts)
+    texts = first_words(texts, max_words)
+    return runs.train(
+        "language-model", lm_config, base.Splits(texts, validation, None), run_dir, overwrite=overwrite, verbose=verbose
+    )

@@ -1,45 +1,25 @@
-"""Translation: config, the attention encoder-decoder, the translation module.
+"""Translation: sentence pairs in, an attention encoder-decoder that translates raw strings out.
 
-The model is RNNsearch as Bahdanau, Cho & Bengio (2014) describe it, on
-nlptool's GRU:
-
-    encoder   h_j = [h_j(forward); h_j(backward)], a bidirectional GRU over
-              the embedded source (one or more layers)
-    init      s_0 = tanh(W_init [last forward state; last backward state])
-    step t    c_t = sum_j alpha_tj h_j, alpha_t = attention(s_{t-1}, h)
-              s_t = GRU([E y_{t-1}; c_t], s_{t-1})
-              o_t = maxout(W_o [s_t; c_t; E y_{t-1}])          (deep output)
-              p(y_t | y_<t, x) = softmax(E_out o_t + b)
-
-The attention query is the previous state s_{t-1}, the context enters the
-GRU's input beside the embedding of the previous target token, and the
-output layer sees s_t, c_t and that embedding. With `tie_embeddings` the
-output matrix E_out is the target embedding itself (Press & Wolf 2017), so
-the maxout has the embedding's size.
-
-Training is teacher-forced: the decoder reads <s> y_1 .. y_n and predicts
-y_1 .. y_n </s>; padded targets carry no loss; label smoothing spreads
-`label_smoothing` of the target mass uniformly over the vocabulary.
-`decode_step` runs one step of the same decoder for greedy and beam search
-(`nlptool.decoding`) and gives the same numbers as the teacher-forced run.
+Data: a registered parallel corpus (Multi30k, spa-eng) in one direction,
+or the user's files with a source and a target column. The model is the
+shared attention encoder-decoder (`nlptool.models.encoder_decoder`, RNNsearch
+as Bahdanau, Cho and Bengio 2014 describe it). Evaluation: sacreBLEU BLEU
+and chrF of beam-search and greedy output against the raw references, and
+the references' perplexity. The export's `serving_default` takes `source`
+and returns `text` and `score`, with beam search in the graph.
 """
 
 import dataclasses
 from typing import Literal
 
-import keras
-import tensorflow as tf
+from nlptool.errors import UsageError
+from nlptool.tasks import base
 
-from nlptool import decoding
-from nlptool.layers import GRU, BahdanauAttention
-from nlptool.tasks.language_model import TokenNLL
-from nlptool.tokenizers import END_ID, PAD_ID, START_ID
-
-_BANNED_SCORE = -1e9  # logit of tokens a translation never contains (<pad>, <s>)
+DECODE_BATCH = 50  # sentences per call when translating many
 
 
 @dataclasses.dataclass
-class TokenizerConfig:
+class TokenizerConfig(base.TokenizerConfig):
     kind: Literal["sentencepiece", "word"] = "sentencepiece"
     vocab_size: int = 8000  # each side (or the shared model), reserved ids included
     shared: bool = False  # one model learnt from both languages instead of one per side
@@ -59,23 +39,18 @@ class ModelConfig:
 
 
 @dataclasses.dataclass
-class TrainingConfig:
+class TrainingConfig(base.TrainingConfig):
     epochs: int = 20
-    batch_size: int = 64
-    learning_rate: float = 1e-3  # Adam
-    clip_norm: float = 1.0  # global gradient norm clipping
+    clip_norm: float | None = 1.0
     label_smoothing: float = 0.1
     max_length: int = 100  # training pairs whose source + </s> or <s> + target exceeds this many tokens are left out
-    max_minutes: float | None = None  # stop after the epoch that passes this wall-clock budget
-    seed: int = 1234
-    early_stopping_patience: int = 3
 
 
 @dataclasses.dataclass
 class DecodingConfig:
     beam_width: int = 5
     length_penalty: float = 0.6  # alpha of the GNMT penalty ((5 + |Y|) / 6) ** alpha
-    # a translation has at most max_length_ratio * source tokens + max_length_offset tokens
+    # an output has at most max_length_ratio * source tokens + max_length_offset tokens
     max_length_ratio: float = 1.5
     max_length_offset: int = 10
 
@@ -90,367 +65,221 @@ class TranslationConfig:
     decoding: DecodingConfig = dataclasses.field(default_factory=DecodingConfig)
 
 
-# === Loss ===
+class TranslationTask(base.Task):
+    name = "translation"
+    description = "translate sentences with an attention encoder-decoder"
+    config_class = TranslationConfig
+    columns = {"source": "the column holding the source sentences", "target": "the column holding their translations"}
+    tokenizer_folders = {"source": "source_tokenizer", "target": "target_tokenizer"}
+    monitor = ("val_perplexity", "min")
+    signatures = ("serving_default", "beam_search", "greedy", "attention", "decoding_defaults")
+    input_name = "source"
+    command = "translate"
 
+    # --- command line ---
 
-def smoothed_nll(logits, targets, label_smoothing=0.0):
-    """(sum of the training loss, sum of the plain negative log-likelihood,
-    number of targets) over the non-padding targets of a batch.
+    def add_train_arguments(self, parser):
+        parser.add_argument("--source-lang", help="the source language of --dataset (e.g. de; default: the config's)")
+        parser.add_argument("--target-lang", help="the target language of --dataset (e.g. en; default: the config's)")
 
-    The loss per token is (1 - eps) * -log p(y) + eps * mean_v(-log p(v)),
-    cross-entropy against the target smoothed uniformly over the vocabulary
-    (Szegedy et al. 2016); eps = 0 gives the plain negative log-likelihood.
-    """
-    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-    nll = -tf.gather(log_probs, targets, batch_dims=2)
-    weights = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
-    loss = nll
-    if label_smoothing:
-        loss = (1.0 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(log_probs, axis=-1)
-    return tf.reduce_sum(loss * weights), tf.reduce_sum(nll * weights), tf.reduce_sum(weights)
+    def configure(self, config, args):
+        languages = {name: getattr(args, name) for name in ("source_lang", "target_lang") if getattr(args, name)}
+        return dataclasses.replace(config, **languages)
 
+    def add_evaluate_arguments(self, parser):
+        parser.add_argument("--beam-width", type=int, help="beam width (default: the run's config)")
 
-# === Model ===
+    def evaluate_options(self, args):
+        return {"beam_width": args.beam_width}
 
+    def add_predict_arguments(self, parser):
+        parser.add_argument("--beam-width", type=int, help="beams per sentence (default: the run's config)")
+        parser.add_argument("--n-best", type=int, default=1, help="translations per sentence, with scores")
+        parser.add_argument("--length-penalty", type=float, help="GNMT length penalty alpha (default: the run's)")
+        parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of beam search")
+        parser.add_argument("--plot-attention", metavar="FILE.png", help="draw the attention of the translation")
 
-@keras.saving.register_keras_serializable(package="nlptool")
-class RNNSearch(keras.Model):
-    """RNNsearch (Bahdanau et al. 2014): bidirectional GRU encoder, additive attention, GRU decoder.
+    def predict_options(self, args):
+        names = ("beam_width", "n_best", "length_penalty", "greedy", "plot_attention")
+        return {name: getattr(args, name) for name in names}
 
-    `call((source_ids, target_input_ids), training)` returns teacher-forced
-    logits (batch, target_len, target_vocabulary) and attention weights
-    (batch, target_len, source_len). `encode` and `decode_step` are the two
-    halves for decoding. Padding (id 0) is masked on both sides.
+    # --- data ---
 
-    Trained with `fit` on ((source, target_input), target_output) batches;
-    `train_step` and `test_step` report `loss` (label-smoothed), `nll` and
-    `perplexity` per target token.
-    """
+    def read_data(self, source, config):
+        from nlptool.data.splits import random_split
 
-    def __init__(
-        self,
-        source_vocabulary_size,
-        target_vocabulary_size,
-        embedding_dim=256,
-        encoder_units=256,
-        encoder_layers=1,
-        decoder_units=512,
-        attention_units=512,
-        dropout=0.0,
-        tie_embeddings=True,
-        label_smoothing=0.0,
-        seed=0,
-        **kw,
-    ):
-        super().__init__(**kw)
-        self.source_vocabulary_size = source_vocabulary_size
-        self.target_vocabulary_size = target_vocabulary_size
-        self.embedding_dim = embedding_dim
-        self.encoder_units = encoder_units
-        self.encoder_layers = encoder_layers
-        self.decoder_units = decoder_units
-        self.attention_units = attention_units
-        self.dropout = dropout
-        self.tie_embeddings = tie_embeddings
-        self.label_smoothing = label_smoothing
-        self.seed = seed
-
-        self.source_embedding = keras.layers.Embedding(source_vocabulary_size, embedding_dim, name="source_embedding")
-        self.target_embedding = keras.layers.Embedding(target_vocabulary_size, embedding_dim, name="target_embedding")
-        self.encoder = [
-            keras.layers.Bidirectional(
-                GRU(encoder_units, return_sequences=True, return_state=True, seed=seed + i, name=f"encoder_gru_{i}"),
-                name=f"encoder_{i}",
-            )
-            for i in range(encoder_layers)
-        ]
-        self.bridge = keras.layers.Dense(decoder_units, activation="tanh", name="bridge")
-        self.attention = BahdanauAttention(attention_units, name="attention")
-        self.decoder_gru = GRU(decoder_units, name="decoder_gru")
-        # maxout over pairs of units (Goodfellow et al. 2013), as in Bahdanau et al.'s deep output
-        self.deep_output = keras.layers.Dense(2 * embedding_dim, name="deep_output")
-        if tie_embeddings:
-            self.output_bias = self.add_weight((target_vocabulary_size,), initializer="zeros", name="output_bias")
+        if source.dataset:
+            dataset = self._dataset(source.dataset, config)
+            train_split, validation_split, test_split = dataset.splits
+            train, validation, test = (self._pairs(source, config, s) for s in dataset.splits)
+            test_name = test_split
         else:
-            self.softmax = keras.layers.Dense(target_vocabulary_size, name="softmax")
-        # [0] source embedding, [1 .. layers-1] between encoder layers, [-2] target embedding, [-1] deep output
-        self.dropouts = [keras.layers.Dropout(dropout, seed=seed + 100 + i) for i in range(encoder_layers + 2)]
-        self.nll = TokenNLL(name="nll")
-        self.smoothed = TokenNLL(name="smoothed_loss")
+            train = self._file_pairs(source, source.train_file)
+            if source.validation_file:
+                validation = self._file_pairs(source, source.validation_file)
+            else:
+                t = config.training
+                train, validation = random_split(train, t.validation_fraction, t.seed, source=source.train_file)
+            test = self._file_pairs(source, source.test_file) if source.test_file else None
+            test_name = "test"
+        if source.max_train_examples:
+            train = train.iloc[: source.max_train_examples]
+        return base.Splits(train, validation, test, test_name)
 
-    def build(self, input_shape=None):
-        # the decoder's layers run step by step (also inside decoding loops,
-        # where no variable may be created): build them from their shapes first
-        memory_dim = 2 * self.encoder_units
-        self.attention.build((None, self.decoder_units), (None, None, memory_dim))
-        self.decoder_gru.build((None, None, self.embedding_dim + memory_dim))
-        self.call((tf.ones((1, 2), tf.int32), tf.ones((1, 2), tf.int32)))  # and the rest
+    def read_split(self, source, config, split=None):
+        if source.dataset:
+            split = split or self._dataset(source.dataset, config).splits[-1]
+            return self._pairs(source, config, split), split
+        return self._file_pairs(source, source.test_file), source.test_file
 
-    # --- encoder ---
+    def from_frames(self, train, validation=None, test=None, columns=None, config=None):
+        from nlptool.data.splits import random_split
 
-    def encode(self, source, training=False):
-        """Source ids (batch, source_len) -> (memory, keys, mask, s_0): the
-        annotations (batch, source_len, 2 * encoder_units), their attention
-        keys W_h h_j + b (computed once per sentence), the bool mask of real
-        source tokens and the decoder's initial state."""
-        mask = tf.not_equal(source, PAD_ID)
-        x = self.dropouts[0](self.source_embedding(source), training=training)
-        for i, layer in enumerate(self.encoder):
-            if i:
-                x = self.dropouts[i](x, training=training)
-            x, forward, backward = layer(x, mask=mask, training=training)
-        state = self.bridge(tf.concat([forward, backward], axis=-1))
-        keys = self.attention.precompute(x)
-        return x, keys, mask, state
+        config = config or TranslationConfig()
+        frames = [
+            None if f is None else self.role_frame(f, columns, where)
+            for f, where in ((train, "the training data"), (validation, "the validation data"), (test, "the test data"))
+        ]
+        train, validation, test = frames
+        if validation is None:
+            t = config.training
+            train, validation = random_split(train, t.validation_fraction, t.seed, source="the training data")
+        return base.Splits(train, validation, test)
 
-    # --- decoder ---
+    def describe(self, splits):
+        return super().describe(splits).replace("examples", "sentence pairs")
 
-    def _recur(self, embedded, state, memory, keys, mask):
-        """One decoder recurrence: the embedding of y_{t-1} and s_{t-1} ->
-        (s_t, c_t, attention weights alpha_t)."""
-        context, weights = self.attention(state, memory, keys=keys, mask=mask)
-        state = self.decoder_gru.step(tf.concat([embedded, context], axis=-1), state)
-        return state, context, weights
+    def _dataset(self, name, config):
+        from nlptool.data import datasets
 
-    def _logits(self, state, context, embedded, training=False):
-        """The deep output layer and the softmax logits; works on (..., features)."""
-        t = self.deep_output(tf.concat([state, context, embedded], axis=-1))
-        shape = tf.concat([tf.shape(t)[:-1], [self.embedding_dim, 2]], axis=0)
-        t = tf.reduce_max(tf.reshape(t, shape), axis=-1)  # maxout over pairs
-        t = self.dropouts[-1](t, training=training)
-        if self.tie_embeddings:
-            return tf.matmul(t, self.target_embedding.embeddings, transpose_b=True) + self.output_bias
-        return self.softmax(t)
+        dataset = datasets.get(name)
+        if dataset.task != self.name:
+            names = sorted(n for n, d in datasets.REGISTRY.items() if d.task == self.name)
+            raise UsageError(f"Dataset {name!r} is not a translation dataset; choose one of {names}.")
+        for role, lang in (("source", config.source_lang), ("target", config.target_lang)):
+            if lang not in dataset.columns:
+                raise UsageError(
+                    f"{name} has no language {lang!r} (the {role} language); it has {list(dataset.columns)}."
+                )
+        if config.source_lang == config.target_lang:
+            raise UsageError(f"The source and target languages are both {config.source_lang!r}.")
+        return dataset
 
-    def decode_step(self, tokens, state, memory, keys, mask):
-        """One decoding step: previous tokens (batch,) and s_{t-1} ->
-        (logits (batch, vocabulary), s_t, attention weights (batch, source_len)).
-        No dropout; <pad> and <s> are never proposed."""
-        embedded = self.target_embedding(tokens)
-        state, context, weights = self._recur(embedded, state, memory, keys, mask)
-        logits = self._logits(state, context, embedded)
-        banned = tf.one_hot([PAD_ID, START_ID], self.target_vocabulary_size, on_value=True, off_value=False)
-        logits = tf.where(tf.reduce_any(banned, axis=0), tf.cast(_BANNED_SCORE, logits.dtype), logits)
-        return logits, state, weights
+    def _pairs(self, source, config, split):
+        import pandas as pd
 
-    def call(self, inputs, training=False):
-        source, target_input = inputs
-        memory, keys, mask, state = self.encode(source, training=training)
-        embedded = self.dropouts[-2](self.target_embedding(target_input), training=training)
-        steps = tf.shape(target_input)[1]
-        embedded_tm = tf.transpose(embedded, [1, 0, 2])  # time-major for the loop
-        arrays = [tf.TensorArray(embedded.dtype, size=steps) for _ in range(3)]
+        from nlptool.data import datasets
 
-        def body(t, state, states, contexts, alignments):
-            state, context, weights = self._recur(embedded_tm[t], state, memory, keys, mask)
-            return t + 1, state, states.write(t, state), contexts.write(t, context), alignments.write(t, weights)
+        frame = datasets.load(source.dataset, split, data_dir=source.data_dir)
+        return pd.DataFrame({"source": frame[config.source_lang], "target": frame[config.target_lang]})
 
-        _, _, states, contexts, alignments = tf.while_loop(
-            lambda t, *_: t < steps, body, (tf.constant(0), state, *arrays)
-        )
-        states, contexts, alignments = (tf.transpose(a.stack(), [1, 0, 2]) for a in (states, contexts, alignments))
-        return self._logits(states, contexts, embedded, training=training), alignments
+    def _file_pairs(self, source, path):
+        from nlptool.data import read_parallel
 
-    # --- fit and evaluate ---
-
-    def _token_losses(self, data, training):
-        (source, target_input), target_output = data
-        logits, _ = self((source, target_input), training=training)
-        return smoothed_nll(logits, target_output, self.label_smoothing)
-
-    def _record(self, loss_sum, nll_sum, count):
-        self.smoothed.update_state(loss_sum, count)
-        self.nll.update_state(nll_sum, count)
-        return {"loss": self.smoothed.result(), "nll": self.nll.result(), "perplexity": tf.exp(self.nll.result())}
-
-    def train_step(self, data):
-        with tf.GradientTape() as tape:
-            loss_sum, nll_sum, count = self._token_losses(data, training=True)
-            loss = loss_sum / tf.maximum(count, 1.0)
-        gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        return self._record(loss_sum, nll_sum, count)
-
-    def test_step(self, data):
-        return self._record(*self._token_losses(data, training=False))
-
-    @property
-    def metrics(self):
-        return [self.smoothed, self.nll]
-
-    def get_config(self):
-        return {
-            "source_vocabulary_size": self.source_vocabulary_size,
-            "target_vocabulary_size": self.target_vocabulary_size,
-            "embedding_dim": self.embedding_dim,
-            "encoder_units": self.encoder_units,
-            "encoder_layers": self.encoder_layers,
-            "decoder_units": self.decoder_units,
-            "attention_units": self.attention_units,
-            "dropout": self.dropout,
-            "tie_embeddings": self.tie_embeddings,
-            "label_smoothing": self.label_smoothing,
-            "seed": self.seed,
-            "name": self.name,
-        }
-
-
-def build_model(config, source_vocabulary_size, target_vocabulary_size):
-    m = config.model
-    model = RNNSearch(
-        source_vocabulary_size,
-        target_vocabulary_size,
-        embedding_dim=m.embedding_dim,
-        encoder_units=m.encoder_units,
-        encoder_layers=m.encoder_layers,
-        decoder_units=m.decoder_units,
-        attention_units=m.attention_units,
-        dropout=m.dropout,
-        tie_embeddings=m.tie_embeddings,
-        label_smoothing=config.training.label_smoothing,
-        seed=config.training.seed,
-        name="translator",
-    )
-    model.build()
-    return model
-
-
-# === Translation module (exported) ===
-
-
-class TranslationServing(tf.Module):
-    """Source strings in, translations out: both tokenisers, the model and
-    the decoding loop in one graph.
-
-    Signatures (all batched over sentences):
-        serve(source)                                   -> text, score (beam search, the run's settings)
-        beam_search(source, beam_width, n_best, length_penalty)
-                                                        -> text [B, n_best], score [B, n_best], ids, lengths
-        greedy(source)                                  -> text, score
-        attention(source, target)                       -> weights [B, T, S], source_pieces, target_pieces
-        decoding_defaults()                             -> beam_width, length_penalty, ...
-
-    `score` is the GNMT-normalised log-probability of the hypothesis (plain
-    log-probability for greedy). A translation ends at </s> or after
-    max_length_ratio * (source tokens) + max_length_offset tokens.
-    """
-
-    def __init__(self, source_tokenizer, target_tokenizer, model, decoding_config):
-        super().__init__(name="translation_serving")
-        self.source_tokenizer = source_tokenizer
-        self.target_tokenizer = target_tokenizer
-        self.model = model
-        self.defaults = decoding_config
-
-    def _encode(self, source, beam_width):
-        ids = self.source_tokenizer(source)
-        lengths = tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD_ID), tf.int32), axis=1)
-        memory, keys, mask, state = self.model.encode(_append_end(ids))  # </s> ends every source, as in training
-        d = self.defaults
-        limits = tf.cast(tf.math.ceil(d.max_length_ratio * tf.cast(lengths, tf.float32)), tf.int32)
-        limits += d.max_length_offset
-        tiled = [decoding.tile_beams(t, beam_width) for t in (memory, keys, mask)]
-
-        def step(tokens, state):
-            logits, state, _ = self.model.decode_step(tokens, state, *tiled)
-            return logits, state
-
-        return step, state, limits
-
-    def translate_ids(self, source, beam_width, n_best, length_penalty):
-        """(ids [B, n_best, T], scores [B, n_best], lengths [B, n_best])."""
-        step, state, limits = self._encode(source, beam_width)
-        start = tf.fill(tf.shape(limits), START_ID)
-        return decoding.beam_search(
-            step, state, start, beam_width, limits, end_id=END_ID, length_penalty=length_penalty, n_best=n_best
+        columns = source.columns
+        return read_parallel(
+            path,
+            columns.get("source", "source"),
+            columns.get("target", "target"),
+            source.delimiter,
+            names=self.column_flags(),
         )
 
-    def greedy_ids(self, source):
-        """(ids [B, T], log-probabilities [B]) of greedy decoding."""
-        step, state, limits = self._encode(source, 1)
-        start = tf.fill(tf.shape(limits), START_ID)
-        # greedy as the beam search of width 1: the same tokens (a tested
-        # identity), with the hypothesis's log-probability as its score
-        ids, scores, _ = decoding.beam_search(step, state, start, 1, limits, end_id=END_ID)
-        return ids[:, 0], scores[:, 0]
+    # --- preprocessing and model ---
 
-    def _text(self, ids):
-        shape = tf.shape(ids)
-        flat = tf.reshape(ids, tf.stack([-1, shape[-1]]))
-        return tf.reshape(self.target_tokenizer.detokenize(flat), shape[:-1])
+    def prepare(self, config, splits):
+        """(source, target) tokenisers learnt from the training pairs; one
+        model for both sides when `tokenizer.shared`."""
+        from nlptool import tokenizers
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="source")])
-    def serve(self, source):
-        d = self.defaults
-        ids, scores, _ = self.translate_ids(source, d.beam_width, 1, d.length_penalty)
-        return {"text": self._text(ids[:, 0]), "score": scores[:, 0]}
+        t = config.tokenizer
+        options = {"lowercase": t.lowercase, "split_punctuation": True} if t.kind == "word" else {}
+        if t.kind == "sentencepiece":
+            options = {"character_coverage": 1.0, "seed": config.training.seed}
+        sources, targets = splits.train["source"].tolist(), splits.train["target"].tolist()
+        if t.shared:
+            shared = tokenizers.create(t.kind, t.vocab_size, **options).train(sources + targets)
+            return config, base.Preprocessing({"source": shared, "target": shared})
+        source = tokenizers.create(t.kind, t.vocab_size, **options).train(sources)
+        target = tokenizers.create(t.kind, t.vocab_size, **options).train(targets)
+        return config, base.Preprocessing({"source": source, "target": target})
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name="source"),
-            tf.TensorSpec([], tf.int32, name="beam_width"),
-            tf.TensorSpec([], tf.int32, name="n_best"),
-            tf.TensorSpec([], tf.float32, name="length_penalty"),
-        ]
-    )
-    def beam_search(self, source, beam_width, n_best, length_penalty):
-        tf.debugging.assert_positive(beam_width, "beam_width must be at least 1")
-        tf.debugging.assert_positive(n_best, "n_best must be at least 1")
-        tf.debugging.assert_less_equal(n_best, beam_width, "n_best cannot exceed beam_width")
-        ids, scores, lengths = self.translate_ids(source, beam_width, n_best, length_penalty)
-        return {"text": self._text(ids), "score": scores, "ids": ids, "lengths": lengths}
+    def build_model(self, config, preprocessing):
+        from nlptool.models import encoder_decoder
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="source")])
-    def greedy(self, source):
-        ids, scores = self.greedy_ids(source)
-        return {"text": self._text(ids), "score": scores}
+        return encoder_decoder.build_model(
+            config,
+            preprocessing.tokenizers["source"].vocabulary_size(),
+            preprocessing.tokenizers["target"].vocabulary_size(),
+            name="translator",
+        )
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name="source"),
-            tf.TensorSpec([None], tf.string, name="target"),
-        ]
-    )
-    def attention(self, source, target):
-        """Attention weights of the teacher-forced decoder reading `target`
-        (a translation of `source`): weights[b, t, j] is how much target
-        token t (the t-th of target_pieces, </s> last) attends to source
-        piece j. Pieces are the tokens as text, padded with ""."""
-        source_ids = self.source_tokenizer(source)
-        source_ids = _append_end(source_ids)
-        target_ids = _append_end(self.target_tokenizer(target))
-        target_input = tf.concat([tf.fill([tf.shape(target_ids)[0], 1], START_ID), target_ids[:, :-1]], axis=1)
-        target_input = tf.where(tf.equal(target_input, END_ID), PAD_ID, target_input)
-        _, weights = self.model((source_ids, target_input))
-        return {
-            "weights": weights,
-            "source_pieces": _pieces(self.source_tokenizer, source_ids),
-            "target_pieces": _pieces(self.target_tokenizer, target_ids),
+    def datasets(self, config, preprocessing, splits, epoch):
+        import tensorflow as tf
+
+        from nlptool.data.pairs import batch_pairs, encode_pairs, pair_dataset
+
+        t = config.training
+        tokenizers = (preprocessing.tokenizers["source"], preprocessing.tokenizers["target"])
+        train_source, train_target = encode_pairs(*tokenizers, splits.train, t.max_length)
+        target_tokens = int(tf.reduce_sum(train_target.row_lengths())) + int(train_target.nrows())  # each with </s>
+        return base.Batches(
+            batch_pairs(train_source, train_target, t.batch_size, shuffle=True, seed=t.seed, epoch=epoch),
+            pair_dataset(*tokenizers, splits.validation, t.batch_size),
+            info={"target_tokens_per_epoch": target_tokens},
+        )
+
+    # --- evaluation, serving, prediction ---
+
+    def evaluate(self, trained, pairs, split, beam_width=None):
+        from nlptool.tasks.seq2seq import evaluate_pairs
+
+        return evaluate_pairs(self, trained, pairs, split, beam_width=beam_width, output_file="translations.tsv")
+
+    def summary(self, metrics):
+        beam, greedy = metrics["beam"], metrics["greedy"]
+        return (
+            f"{metrics['split']}: {metrics['pairs']:,} pairs, perplexity {metrics['perplexity']:.2f}, "
+            f"BLEU {beam['bleu']:.2f} / chrF {beam['chrf']:.2f} (beam {beam['beam_width']}), "
+            f"BLEU {greedy['bleu']:.2f} / chrF {greedy['chrf']:.2f} (greedy)"
+        )
+
+    def serving_module(self, trained):
+        from nlptool.models.seq2seq_serving import EncoderDecoderServing
+
+        tokenizers = trained.preprocessing.tokenizers
+        module = EncoderDecoderServing(
+            tokenizers["source"], tokenizers["target"], trained.model, trained.config.decoding
+        )
+        return module, {
+            "serving_default": module.serve,
+            "beam_search": module.beam_search,
+            "greedy": module.greedy,
+            "attention": module.attention,
+            "decoding_defaults": module.decoding_defaults.get_concrete_function(),
         }
 
-    @tf.function(input_signature=[])
-    def decoding_defaults(self):
-        d = self.defaults
-        return {
-            "beam_width": tf.constant(d.beam_width, tf.int32),
-            "length_penalty": tf.constant(d.length_penalty, tf.float32),
-            "max_length_ratio": tf.constant(d.max_length_ratio, tf.float32),
-            "max_length_offset": tf.constant(d.max_length_offset, tf.int32),
-        }
+    def predict(
+        self,
+        signatures,
+        sources,
+        beam_width=None,
+        n_best=1,
+        length_penalty=None,
+        greedy=False,
+        plot_attention=None,
+        progress=False,
+    ):
+        from nlptool.tasks.seq2seq import decode, draw_attention
 
+        results = decode(signatures, sources, beam_width, n_best, length_penalty, greedy, DECODE_BATCH, progress)
+        if plot_attention:
+            if len(sources) != 1:
+                raise UsageError("--plot-attention draws one sentence; pass a single text.")
+            draw_attention(signatures, sources[0], results[0]["text"], plot_attention, "translation")
+        return results
 
-def _append_end(ids):
-    """Right-padded ids with </s> written after each row's last token (one column longer)."""
-    ids = tf.concat([ids, tf.zeros_like(ids[:, :1])], axis=1)
-    lengths = tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD_ID), tf.int32), axis=1)
-    return tf.tensor_scatter_nd_update(
-        ids, tf.stack([tf.range(tf.shape(ids)[0]), lengths], axis=1), tf.fill(tf.shape(lengths), END_ID)
-    )
-
-
-def _pieces(tokenizer, ids):
-    """Each id as its own text: (batch, length) strings; </s> as "</s>", padding as ""."""
-    flat = tf.reshape(ids, [-1, 1])
-    text = tokenizer.detokenize(flat)
-    text = tf.where(tf.equal(flat[:, 0], END_ID), "</s>", text)
-    return tf.reshape(text, tf.shape(ids))
+    def format_prediction(self, source, row):
+        if len(row["n_best"]) > 1:
+            return "\n".join(f"{score:.4f}\t{text}\t{source}" for text, score in row["n_best"])
+        return f"{row['text']}\t{source}"

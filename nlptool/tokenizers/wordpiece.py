@@ -6,8 +6,8 @@ import collections
 import keras
 import tensorflow as tf
 import tensorflow_text as tf_text
-from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner
 
+from nlptool import compat
 from nlptool.tokenizers.base import FIRST_ID, RESERVED_TOKENS, Tokenizer, batched
 
 SUFFIX = "##"
@@ -137,7 +137,7 @@ class WordPieceTokenizer(Tokenizer):
             counts.update(w.decode("utf-8") for w in words(tf.constant(batch)).flat_values.numpy())
         if not counts:
             raise ValueError("Cannot train a WordPieceTokenizer on `texts` without any word.")
-        vocabulary = learner.learn(
+        vocabulary = compat.learn_wordpiece_vocabulary(
             counts,
             vocab_size=self.vocab_size,
             reserved_tokens=list(RESERVED_TOKENS),

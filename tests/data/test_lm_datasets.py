@@ -39,7 +39,7 @@ def ptb_copy(root, prefix=""):
 def test_registered_language_modelling_corpora():
     for name, files in LM_DATASETS.items():
         dataset = datasets.get(name)
-        assert dataset.task == "language_modeling"
+        assert dataset.task == "language-model"
         assert dataset.columns == ("text",)
         assert dataset.splits == ("train", "valid", "test")
         assert sorted(set(dataset.files.values())) == sorted(files)
@@ -148,18 +148,29 @@ def test_plain_file_checksum_mismatch_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_a_corpus_in_the_wrong_task_is_a_clear_error(isolated):
-    from nlptool.tasks import language_model_steps, sentiment_steps
+    from nlptool import tasks
+    from nlptool.errors import UsageError
+    from nlptool.tasks.base import DataSource
 
-    with pytest.raises(language_model_steps.RunError) as caught:
-        language_model_steps.dataset_corpus("sst2")
+    language_model, classifier = tasks.get("language-model"), tasks.get("sentiment")
+    lm_config, sentiment_config = language_model.config_class(), classifier.config_class()
+    with pytest.raises(UsageError) as caught:
+        language_model.read_data(DataSource(dataset="sst2"), lm_config)
     assert str(caught.value) == (
         "Dataset 'sst2' is not a language-modelling corpus; choose one of ['ptb', 'tiny_shakespeare', 'wikitext2']."
     )
-    with pytest.raises(sentiment_steps.RunError, match=r"'ptb' is not a sentiment dataset; choose one of \['imdb'"):
-        sentiment_steps.dataset_data("ptb", 0, 0.1)
-    corpus = language_model_steps.dataset_corpus("ptb", ptb_copy(isolated / "data"), max_train_lines=2)
-    assert corpus.train == [" a b <unk> c ", " d e"]  # the first 2 lines
-    assert corpus.validation == [" valid one", " valid two"] and corpus.test == [" test only"]
+    with pytest.raises(UsageError, match=r"'ptb' is not a sentiment dataset; choose one of \['imdb'"):
+        classifier.read_data(DataSource(dataset="ptb"), sentiment_config)
+    data = ptb_copy(isolated / "data")
+    splits = language_model.read_data(DataSource(dataset="ptb", data_dir=data, max_train_examples=2), lm_config)
+    assert splits.train == [" a b <unk> c ", " d e"]  # the first 2 lines
+    assert splits.validation == [" valid one", " valid two"] and splits.test == [" test only"]
+    assert splits.test_name == "test"
+    # evaluation reads any split of the corpus, and only its splits
+    assert language_model.read_split(DataSource(dataset="ptb", data_dir=data), lm_config) == ([" test only"], "test")
+    assert language_model.read_split(DataSource(dataset="ptb", data_dir=data), lm_config, "valid")[1] == "valid"
+    with pytest.raises(UsageError, match=r"has the splits \['train', 'valid', 'test'\], not 'dev'"):
+        language_model.read_split(DataSource(dataset="ptb", data_dir=data), lm_config, "dev")
 
 
 @pytest.mark.parametrize(

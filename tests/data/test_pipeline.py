@@ -80,3 +80,46 @@ def test_epoch_variable_fixes_each_epochs_order():
     assert second != first and sorted(second) == TARGETS.tolist()
     counter.assign(0)
     assert order() == first
+
+
+@pytest.mark.parametrize("buckets", ["auto", None, [10, 20, 40]])
+@pytest.mark.parametrize("batch_size", [1, 7, 32, 1000])
+def test_the_declared_number_of_batches_is_the_number_made(buckets, batch_size):
+    # Keras reads the epoch's length from the cardinality: a wrong one cuts an epoch short or warns
+    # "Your input ran out of data" (as every first epoch did while it was unknown)
+    dataset = make_dataset(TEXTS, TARGETS, TOKENIZER, batch_size=batch_size, seed=1, bucket_boundaries=buckets)
+    assert int(dataset.cardinality()) == len(epoch(dataset))
+
+
+def test_truncation_keeps_the_first_ids_after_bucketing_by_the_full_length():
+    short = epoch(make_dataset(TEXTS, TARGETS, TOKENIZER, batch_size=16, seed=1, max_length=5))
+    full = epoch(make_dataset(TEXTS, TARGETS, TOKENIZER, batch_size=16, seed=1))
+    assert len(short) == len(full)
+    for (ids, targets), (full_ids, full_targets) in zip(short, full):
+        np.testing.assert_array_equal(targets, full_targets)  # the same batches: grouped by the full length
+        np.testing.assert_array_equal(ids, full_ids[:, :5])
+
+
+def test_a_first_epoch_ends_without_keras_warning_of_missing_data(recwarn):
+    import keras
+
+    model = keras.Sequential(
+        [keras.layers.Embedding(10, 2), keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    targets = np.zeros(len(TEXTS), "float32")
+    model.fit(make_dataset(TEXTS, targets, TOKENIZER, batch_size=64, seed=1), epochs=1, verbose=0)
+    assert not [w for w in recwarn if "ran out of data" in str(w.message)]
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 64])
+def test_pair_batches_declare_their_number(batch_size):
+    import pandas as pd
+
+    from nlptool.data.pairs import pair_dataset
+
+    pairs = pd.DataFrame({"source": TEXTS[:200], "target": TEXTS[200:400]})
+    dataset = pair_dataset(TOKENIZER, TOKENIZER, pairs, batch_size)
+    batches = list(dataset)
+    assert int(dataset.cardinality()) == len(batches)
+    assert sum(int(target.shape[0]) for _, target in batches) == 200

@@ -1,6 +1,7 @@
 """Language model on tiny models: perplexity arithmetic, token streams,
-truncated BPTT, evaluation files, generation, export in a fresh process,
-the CLI, resuming, and the encoder transfer to sentiment."""
+truncated BPTT, evaluation files, generation, the task contract (export in
+a fresh process, exact resume), the CLI, and the encoder transfer to
+sentiment."""
 
 import os
 
@@ -11,31 +12,37 @@ import dataclasses
 import io
 import json
 import math
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from harness import call_export, run_task_test, train_tiny
 
 from nlptool import config as config_lib
+from nlptool import runs, tasks
 from nlptool.cli import main
-from nlptool.data.csv import LabeledData, LabelMap
-from nlptool.tasks import language_model_steps as steps
-from nlptool.tasks import sentiment, sentiment_steps
-from nlptool.tasks.language_model import (
+from nlptool.data import datasets
+from nlptool.errors import RunError, UsageError
+from nlptool.export import ExportError
+from nlptool.models import classifier
+from nlptool.models import language_model as lm_models
+from nlptool.models.language_model import (
     LanguageModel,
-    LanguageModelConfig,
-    LanguageModelServing,
     build_model,
     stream_nll,
     stream_windows,
+    token_stream,
     window_dataset,
 )
+from nlptool.models.language_model_serving import LanguageModelServing
+from nlptool.tasks import sentiment
+from nlptool.tasks.base import DataSource, Preprocessing, Splits
+from nlptool.tasks.language_model import LanguageModelConfig, first_words, learning_rate_schedule, word_count
 from nlptool.tokenizers import END_ID, PAD_ID, START_ID, UNK_ID
 
+LM = tasks.get("language-model")
 TRAIN = [
     "the cat sat on the mat",
     "the dog sat on the log",
@@ -60,17 +67,31 @@ TINY = [
     "training.early_stopping_patience=5",
     "generation.max_new_tokens=8",
 ]
+SIGNATURES = "serving_default, generate, beam_search, generation_defaults"
 
 
 def lm_config(*overrides):
     return config_lib.resolve(LanguageModelConfig, [], [*TINY, *overrides])
 
 
+def make_tokenizer(config, lines):
+    """The tokeniser that training learns from the training `lines` (Task.prepare)."""
+    _, preprocessing = LM.prepare(config, Splits(list(lines), list(lines)))
+    return preprocessing.tokenizers["text"]
+
+
+def quiet(*args):
+    pass
+
+
 def run_cli(args):
-    """main(args) -> (exit code, stdout, stderr)."""
+    """main(args) -> (exit code, stdout, stderr); argparse's exits (--help, bad flags) give their code."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as done:
+            code = done.code
     return code, out.getvalue(), err.getvalue()
 
 
@@ -79,22 +100,27 @@ def write_lines(path, lines):
     return path
 
 
+def texts(rows):
+    return [row["text"] for row in rows]
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("text")
     return write_lines(root / "train.txt", TRAIN), write_lines(root / "test.txt", TEST)
 
 
+def cli_train_args(train_file, test_file):
+    """`nlptool train language-model` of TINY on these files (without --epochs and --run-dir)."""
+    sets = [a for s in TINY for a in ("--set", s)]
+    return ["train", "language-model", "--train-file", train_file, "--test-file", test_file, *sets]
+
+
 @pytest.fixture(scope="module")
 def cli_run(files, tmp_path_factory):
-    """A 2-epoch word-level run trained by `nlptool train language-model`."""
-    train_file, test_file = files
+    """A 2-epoch word-level run trained by `nlptool train language-model`: (run directory, what it printed)."""
     run = tmp_path_factory.mktemp("cli") / "run"
-    sets = [a for s in TINY for a in ("--set", s)]
-    code, out, err = run_cli(
-        ["train", "language-model", "--text-file", train_file, "--test-file", test_file, *sets]
-        + ["--epochs", "2", "--run-dir", run]
-    )
+    code, out, err = run_cli([*cli_train_args(*files), "--epochs", "2", "--run-dir", run])
     assert code == 0, err
     return run, out
 
@@ -110,7 +136,9 @@ def exported(cli_run):
 
 @pytest.fixture(scope="module")
 def loaded(cli_run):
-    return steps.load_run(cli_run[0])
+    """(config, tokenizer, model with the best weights) of the CLI run."""
+    trained = runs.Run.open(cli_run[0]).load()
+    return trained.config, trained.preprocessing.tokenizers["text"], trained.model
 
 
 # === 1. perplexity arithmetic on stand-in models of known probabilities ===
@@ -192,37 +220,37 @@ def test_a_uniform_language_model_has_perplexity_equal_to_its_vocabulary_size():
 
 def test_token_stream_follows_the_ptb_convention():
     config = lm_config()
-    tokenizer = steps.make_tokenizer(config).train(["a b c", "a <unk> b", "c"])
+    tokenizer = make_tokenizer(config, ["a b c", "a <unk> b", "c"])
     assert "<unk>" not in tokenizer.vocabulary  # a reserved token in the text keeps its reserved meaning
     a, b, c = (tokenizer.vocabulary.index(w) + 4 for w in "abc")
     lines = ["a b", "", "c"]
-    stream = steps.token_stream(tokenizer, lines, "line")
+    stream = token_stream(tokenizer, lines, "line")
     assert stream.tolist() == [END_ID, a, b, END_ID, END_ID, c, END_ID]
-    assert len(stream) == steps.word_count(lines, "line") + 1
+    assert len(stream) == word_count(lines, "line") + 1
     unknown = ["c <unk> zebra", "<unk>"]
-    stream = steps.token_stream(tokenizer, unknown, "line")
+    stream = token_stream(tokenizer, unknown, "line")
     assert stream.tolist() == [END_ID, c, UNK_ID, UNK_ID, END_ID, UNK_ID, END_ID]
-    assert len(stream) == steps.word_count(unknown, "line") + 1
+    assert len(stream) == word_count(unknown, "line") + 1
 
 
 def test_token_stream_does_not_depend_on_batching_or_chunking(monkeypatch):
-    words = steps.make_tokenizer(lm_config()).train(TRAIN)
-    chars = steps.make_tokenizer(lm_config("tokenizer.kind=char", "tokenizer.vocab_size=40")).train(["ab c\n"])
+    words = make_tokenizer(lm_config(), TRAIN)
+    chars = make_tokenizer(lm_config("tokenizer.kind=char", "tokenizer.vocab_size=40"), ["ab c\n"])
     lines = ["a b c", "", "ab c", "c a"]
-    expected_words = steps.token_stream(words, lines, "line")
-    expected_chars = steps.token_stream(chars, lines, "text")
+    expected_words = token_stream(words, lines, "line")
+    expected_chars = token_stream(chars, lines, "text")
     # "text": the text, newlines included, as characters after one </s>
     assert expected_chars.tolist() == [END_ID] + chars(["a b c\n\nab c\nc a\n"]).numpy()[0].tolist()
     assert chars.vocabulary.index("\n") + 4 in expected_chars
-    monkeypatch.setattr(steps, "TOKENIZE_BATCH", 1)
-    monkeypatch.setattr(steps, "CHUNK_CHARACTERS", 3)
-    np.testing.assert_array_equal(steps.token_stream(words, lines, "line"), expected_words)
-    np.testing.assert_array_equal(steps.token_stream(chars, lines, "text"), expected_chars)
+    monkeypatch.setattr(lm_models, "TOKENIZE_BATCH", 1)
+    monkeypatch.setattr(lm_models, "CHUNK_CHARACTERS", 3)
+    np.testing.assert_array_equal(token_stream(words, lines, "line"), expected_words)
+    np.testing.assert_array_equal(token_stream(chars, lines, "text"), expected_chars)
     # pieces end at line ends, so a word tokeniser reading "text" never sees a word cut in two
     # (4 characters would cut "ab" of the third line)
-    monkeypatch.setattr(steps, "CHUNK_CHARACTERS", 4)
+    monkeypatch.setattr(lm_models, "CHUNK_CHARACTERS", 4)
     whole_text = [END_ID] + words(["\n".join(lines)]).numpy()[0].tolist()
-    assert steps.token_stream(words, lines, "text").tolist() == whole_text
+    assert token_stream(words, lines, "text").tolist() == whole_text
 
 
 # === 3. truncated BPTT carries the state ===
@@ -287,8 +315,12 @@ def test_test_and_train_steps_carry_the_state_and_reset_it_at_the_first_window()
 
 def test_learning_rate_schedule_decays_after_the_start_epoch():
     config = lm_config("training.learning_rate=0.5", "training.lr_decay=0.1", "training.lr_decay_start=2")
-    rate = steps.learning_rate_schedule(config)
+    rate = learning_rate_schedule(config)
     assert [rate(epoch) for epoch in range(4)] == pytest.approx([0.5, 0.5, 0.05, 0.005])
+    # what the flow trains with: this schedule and the config's back-off factor
+    task_rate, back_off = LM.schedule(config)
+    assert [task_rate(epoch) for epoch in range(4)] == pytest.approx([0.5, 0.5, 0.05, 0.005])
+    assert back_off == config.training.lr_backoff == 0.25
 
 
 @pytest.mark.parametrize("value", ["0", "1", "1.5"])
@@ -385,19 +417,20 @@ def test_sampled_softmax_loss_matches_a_hand_computation_and_ignores_padding():
 # === 4. evaluation files ===
 
 
-def fake_run(run, config, lines, zero=False):
-    """A run directory written by hand (no training): config, tokeniser, weights."""
-    tokenizer = steps.make_tokenizer(config).train(steps.training_texts(lines, config.tokenizer.unit))
-    run.mkdir(parents=True)
-    config_lib.save_yaml(config, run / steps.CONFIG_FILE)
-    steps.save_tokenizer(tokenizer, run)
+def fake_run(path, config, lines, zero=False):
+    """A run directory made by hand (no training): run.json, config, tokeniser, weights."""
+    _, fresh = runs.Run.create(path, LM, config, DataSource(in_memory=True))
+    assert fresh
+    _, preprocessing = LM.prepare(config, Splits(lines, lines))
+    config_lib.save_yaml(config, path / runs.CONFIG_FILE)
+    preprocessing.save(path, LM.tokenizer_folders)
     keras.utils.set_random_seed(0)
-    model = build_model(config, tokenizer.vocabulary_size())
+    model = LM.build_model(config, preprocessing)
     if zero:
         model.set_weights([np.zeros_like(w) for w in model.get_weights()])
-    (run / "checkpoints").mkdir()
-    model.save_weights(run / steps.training.CHECKPOINT)
-    return tokenizer, model
+    (path / runs.CHECKPOINT).parent.mkdir()
+    model.save_weights(path / runs.CHECKPOINT)
+    return preprocessing.tokenizers["text"], model
 
 
 @pytest.mark.parametrize("unit", ["text", "line"])
@@ -406,25 +439,28 @@ def test_evaluate_a_uniform_char_model(tmp_path, unit):
     tokenizer, _ = fake_run(tmp_path / "run", config, TRAIN, zero=True)
     vocabulary = tokenizer.vocabulary_size()
     assert vocabulary == 4 + len(set("".join(TRAIN)) | ({"\n"} if unit == "text" else set()))
-    metrics = steps.evaluate(tmp_path / "run", TEST)
+    metrics = runs.Run.open(tmp_path / "run").evaluate(TEST)
     assert metrics == json.loads((tmp_path / "run" / "metrics.json").read_text())
     # every character and (line unit) every end of line is predicted once
     assert metrics["tokens"] == sum(len(line) + 1 for line in TEST)
     assert metrics["perplexity"] == pytest.approx(vocabulary, rel=1e-6)
     assert metrics["bits_per_character"] == pytest.approx(math.log2(vocabulary), rel=1e-6)
     if unit == "line":  # per word (PTB convention: words plus ends of lines)
-        words = steps.word_count(TEST, "line")
+        words = word_count(TEST, "line")
         assert words == 6 + 1 + 3 + 1
         assert metrics["word_perplexity"] == pytest.approx(vocabulary ** (metrics["tokens"] / words), rel=1e-5)
     else:
         assert "word_perplexity" not in metrics
+    summary = LM.summary(metrics)
+    assert summary.startswith(f"test: {metrics['tokens']:,} tokens, perplexity {metrics['perplexity']:.2f}")
+    assert f"bits per character {metrics['bits_per_character']:.4f}" in summary
 
 
 def test_evaluate_writes_the_stream_perplexity_of_a_random_char_model(tmp_path):
     config = lm_config("tokenizer.kind=char", "tokenizer.vocab_size=60", "tokenizer.unit=text")
     tokenizer, model = fake_run(tmp_path / "run", config, TRAIN)
-    metrics = json.loads(json.dumps(steps.evaluate(tmp_path / "run", TEST)))
-    stream = steps.token_stream(tokenizer, TEST, "text")
+    metrics = json.loads(json.dumps(runs.Run.open(tmp_path / "run").evaluate(TEST)))
+    stream = token_stream(tokenizer, TEST, "text")
     nll, tokens = stream_nll(model, stream, batch_size=1, window=len(stream))
     assert metrics["tokens"] == tokens == len("\n".join(TEST)) + 1
     assert metrics["nll_per_token"] == pytest.approx(nll / tokens, rel=1e-4)
@@ -519,7 +555,7 @@ def test_prompt_context_follows_the_training_streams(loaded):
     _, tokenizer, model = loaded
     module = LanguageModelServing(tokenizer, model, loaded[0].generation)
     # in training, a line's first word always follows </s> (token_stream)
-    stream = steps.token_stream(tokenizer, ["the cat"], "line")
+    stream = token_stream(tokenizer, ["the cat"], "line")
     assert stream[0] == END_ID
     states, last = module.prompt_states(tf.constant(["the cat"]))
     _, expected = model(tf.constant([stream[:2]]))
@@ -528,55 +564,89 @@ def test_prompt_context_follows_the_training_streams(loaded):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
 
 
-# === 6. export, reloaded in a process that never imports nlptool ===
+# === 6. the task contract; the export, called in a process that never imports nlptool ===
+
+
+def test_the_language_model_meets_the_task_contract(tmp_path, interrupted_at_epoch):
+    """Config round trip, .keras round trip, export, the same text from the run, the export and a
+    process without nlptool, and an interrupted run resuming to the uninterrupted weights."""
+    run = run_task_test(
+        LM,
+        Splits(TRAIN[:-1], TRAIN[-1:], TEST),
+        [*TINY, "training.epochs=2"],
+        ["the cat", "a dog sat", ""],
+        tmp_path,
+        predict_options={"max_new_tokens": 6, "temperature": 1.0, "top_k": 5, "seed": 7},
+        resume=True,
+        interrupted_at_epoch=interrupted_at_epoch,
+    )
+    assert run.metrics["split"] == "test" and run.metrics["tokens"] == word_count(TEST, "line")
+
+
+def generate_call(prompts, max_new_tokens, temperature, top_k, top_p, seed):
+    inputs = {
+        "prompt": (prompts, "string"),
+        "max_new_tokens": (max_new_tokens, "int32"),
+        "temperature": (temperature, "float32"),
+        "top_k": (top_k, "int32"),
+        "top_p": (top_p, "float32"),
+        "seed": (seed, "int64"),
+    }
+    return "generate", inputs
 
 
 def test_export_in_a_fresh_process_generates_the_same_text(cli_run, exported):
-    run, (out, _) = cli_run[0], exported
+    run, out = cli_run[0], exported[0]
     prompts = ["the cat", "a dog sat", ""]
-    sampled = steps.generate(run, prompts, max_new_tokens=10, temperature=1.0, top_k=5, seed=7)
-    script = f"""
-import json, sys, tensorflow as tf
-loaded = tf.saved_model.load({str(out)!r})
-generate = loaded.signatures["generate"]
-prompts = tf.constant({prompts!r})
-def sample(max_new_tokens, temperature, top_k, top_p, seed):
-    return generate(prompt=prompts, max_new_tokens=tf.constant(max_new_tokens), temperature=tf.constant(temperature),
-                    top_k=tf.constant(top_k), top_p=tf.constant(top_p), seed=tf.constant(seed, tf.int64))
-text = lambda o: [t.decode() for t in o["text"].numpy()]
-defaults = {{k: v.numpy().item() for k, v in loaded.signatures["generation_defaults"]().items()}}
-default = loaded.signatures["serving_default"](prompt=prompts)
-beam = loaded.signatures["beam_search"](prompt=prompts, max_new_tokens=tf.constant(6), beam_width=tf.constant(1))
-assert "nlptool" not in sys.modules
-print(json.dumps([
-    text(sample(10, 1.0, 5, 1.0, 7)),
-    sorted(default), text(default), text(sample(defaults["max_new_tokens"], defaults["temperature"],
-                                                defaults["top_k"], defaults["top_p"], 0)),
-    text(beam), text(sample(6, 0.0, 0, 1.0, 0)),
-    defaults,
-]))
-"""
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    options = {"max_new_tokens": 10, "temperature": 1.0, "top_k": 5, "seed": 7}
+    sampled = texts(runs.load(run).predict(prompts, **options))
+    assert texts(runs.load(out).predict(prompts, **options)) == sampled
+    defaults = {"max_new_tokens": 8, "temperature": 1.0, "top_k": 0, "top_p": 1.0}  # TINY's and the config's
+    fresh, default, seed_0, beam, greedy, fresh_defaults = call_export(
+        out,
+        [
+            generate_call(prompts, 10, 1.0, 5, 1.0, 7),
+            ("serving_default", {"prompt": (prompts, "string")}),
+            generate_call(prompts, *defaults.values(), 0),
+            (
+                "beam_search",
+                {"prompt": (prompts, "string"), "max_new_tokens": (6, "int32"), "beam_width": (1, "int32")},
+            ),
+            generate_call(prompts, 6, 0.0, 0, 1.0, 0),
+            ("generation_defaults", {}),
+        ],
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    texts, default_keys, default_texts, seed_0, beam, greedy, defaults = json.loads(
-        done.stdout.strip().splitlines()[-1]
-    )
-    assert texts == sampled
-    assert default_keys == ["text"] and default_texts == seed_0  # serving_default: the defaults, seed 0
-    assert beam == greedy
-    assert defaults == {"max_new_tokens": 8, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
-    assert all(len(t.split()) <= 10 for t in texts)
-    with pytest.raises(steps.export_lib.ExportError, match="already exists"):
-        steps.export(run, out)
+    assert fresh["text"] == sampled
+    assert sorted(default) == ["text"] and default["text"] == seed_0["text"]  # serving_default: the defaults, seed 0
+    assert beam["text"] == greedy["text"]
+    assert fresh_defaults == defaults
+    assert all(len(t.split()) <= 10 for t in sampled)
+    # ids and lengths: every row ends at its length, padded after it
+    for ids, length in zip(fresh["ids"], fresh["lengths"]):
+        assert 1 <= length <= 10 and all(i != PAD_ID for i in ids[:length]) and all(i == PAD_ID for i in ids[length:])
+    # the run's and the export's predict take the same decoding settings as the signatures
+    for path in (run, out):
+        assert texts(runs.load(path).predict(prompts, max_new_tokens=6, beam_width=1)) == greedy["text"]
+        assert texts(runs.load(path).predict(prompts, max_new_tokens=6, temperature=0.0)) == greedy["text"]
+        assert texts(runs.load(path).predict(prompts)) == default["text"]
+    with pytest.raises(ExportError, match="already exists"):
+        runs.Run.open(run).export(out)
     assert (out / "saved_model.pb").is_file()
+    info = json.loads((out / runs.EXPORT_INFO).read_text())
+    assert info["task"] == "language-model" and info["signatures"] == SIGNATURES.split(", ")
+
+
+def test_predict_takes_a_list_of_prompts(cli_run):
+    with pytest.raises(UsageError, match=r"not a single string"):
+        runs.load(cli_run[0]).predict("the cat")
+    with pytest.raises(UsageError, match="beam width must be at least 1"):
+        runs.load(cli_run[0]).predict(["the cat"], beam_width=0)
 
 
 # === 7. training, resuming ===
 
 
-def test_training_fills_the_run_directory(cli_run):
+def test_training_fills_the_run_directory(cli_run, files):
     run, out = cli_run
     history = pd.read_csv(run / "history.csv")
     assert history["epoch"].tolist() == [0, 1]
@@ -586,53 +656,120 @@ def test_training_fills_the_run_directory(cli_run):
     np.testing.assert_allclose(history["val_perplexity"], np.exp(history["val_loss"]), rtol=1e-5)
     # each epoch's rate: the schedule's, times the back-off for every earlier epoch that ended worse
     config = config_lib.resolve(LanguageModelConfig, [run / "config.yaml"])
-    rate, expected, best, back_offs = steps.learning_rate_schedule(config), [], math.inf, 0
+    assert config == lm_config("training.epochs=2")
+    rate, expected, best, back_offs = learning_rate_schedule(config), [], math.inf, 0
     for epoch, perplexity in enumerate(history["val_perplexity"]):
         expected.append(rate(epoch) * config.training.lr_backoff**back_offs)
         best, back_offs = (perplexity, back_offs) if perplexity < best else (best, back_offs + 1)
     assert history["learning_rate"].tolist() == pytest.approx(expected)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["tokens"] == steps.word_count(TEST, "line") == 11
+    assert metrics["tokens"] == word_count(TEST, "line") == 11
     assert metrics["perplexity"] == pytest.approx(math.exp(metrics["nll_per_token"]))
-    assert f"{metrics['split']}: 11 tokens, perplexity {metrics['perplexity']:.2f}" in out
-    assert json.loads((run / "training.json").read_text())["epochs"] == 2
-    assert json.loads((run / "data.json").read_text())["task"] == "language-model"
-    for name in ("config.yaml", "tokenizer.json", "checkpoints/best.weights.h5"):
+    assert "9 training, 1 validation, 2 test lines" in out
+    assert f"test: 11 tokens, perplexity {metrics['perplexity']:.2f}\nwrote {run / 'metrics.json'}\n" in out
+    trained = json.loads((run / "training.json").read_text())
+    assert trained["epochs"] == 2
+    # the stream: one </s> in front, every training line's words and its </s>
+    assert trained["train_tokens"] == 1 + word_count(TRAIN[:-1], "line")
+    record = json.loads((run / "run.json").read_text())
+    assert record["task"] == "language-model" and record["options"] == {}
+    assert record["config"] == config_lib.to_dict(config)
+    assert record["data"]["train_file"] == str(files[0].resolve())
+    assert record["data"]["test_file"] == str(files[1].resolve())
+    for name in ("config.yaml", "tokenizer.json", "checkpoints/best.weights.h5", "history.csv"):
         assert (run / name).is_file(), name
 
 
 def test_resume_after_interruption_gives_the_uninterrupted_run(cli_run, files, tmp_path, interrupted_at_epoch):
+    """Interrupted in Python, resumed by the command line with the same request: the CLI run again."""
     straight = cli_run[0]
-    config = config_lib.resolve(LanguageModelConfig, [straight / "config.yaml"])
+    config = runs.Run.open(straight).config
     assert config.model.dropout > 0  # the dropout masks must resume too
-    corpus = steps.text_corpus(files[0], test_path=files[1])
+    source = DataSource(train_file=files[0], test_file=files[1], columns={"text": "text"})  # what the CLI records
     run = tmp_path / "run"
     with interrupted_at_epoch(1):
-        steps.train(config, corpus, run, verbose=0)
+        runs.train(LM, config, source, run, verbose=0, say=quiet)
     assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0]
-    steps.train(config, corpus, run, verbose=0)
+    assert not runs.Run.open(run).finished
+    code, out, err = run_cli([*cli_train_args(*files), "--epochs", "2", "--run-dir", run])
+    assert code == 0, err
+    assert f"resuming {run}" in out
     resumed, reference = pd.read_csv(run / "history.csv"), pd.read_csv(straight / "history.csv")
     pd.testing.assert_frame_equal(resumed, reference)
-    for a, b in zip(steps.load_run(run)[2].get_weights(), steps.load_run(straight)[2].get_weights()):
+    for a, b in zip(runs.Run.open(run).load().model.get_weights(), runs.Run.open(straight).load().model.get_weights()):
         np.testing.assert_array_equal(a, b)
+    assert json.loads((run / "metrics.json").read_text())["perplexity"] == pytest.approx(
+        json.loads((straight / "metrics.json").read_text())["perplexity"], rel=1e-6
+    )
+    # finished: the same request again is refused, not trained again
+    code, _, err = run_cli([*cli_train_args(*files), "--epochs", "2", "--run-dir", run])
+    assert code == 2 and "holds a finished run of these settings" in err
 
 
 def test_a_sampled_softmax_run_resumes_to_the_uninterrupted_weights(files, tmp_path, interrupted_at_epoch):
     config = lm_config("training.softmax_samples=5", "training.epochs=2")
-    corpus = steps.text_corpus(files[0], test_path=files[1])
-    steps.train(config, corpus, tmp_path / "straight", verbose=0)
+    source = DataSource(train_file=files[0], test_file=files[1])
+    runs.train(LM, config, source, tmp_path / "straight", verbose=0, say=quiet)
     with interrupted_at_epoch(1):
-        steps.train(config, corpus, tmp_path / "run", verbose=0)
-    steps.train(config, corpus, tmp_path / "run", verbose=0)
+        runs.train(LM, config, source, tmp_path / "run", verbose=0, say=quiet)
+    runs.train(LM, config, source, tmp_path / "run", verbose=0, say=quiet)
     resumed, reference = (
         pd.read_csv(tmp_path / "run" / "history.csv"),
         pd.read_csv(tmp_path / "straight" / "history.csv"),
     )
+    assert "perplexity" not in reference and "val_perplexity" in reference  # validation: the full softmax
     pd.testing.assert_frame_equal(resumed, reference)  # the second epoch drew the same samples
     for a, b in zip(
-        steps.load_run(tmp_path / "run")[2].get_weights(), steps.load_run(tmp_path / "straight")[2].get_weights()
+        runs.Run.open(tmp_path / "run").load().model.get_weights(),
+        runs.Run.open(tmp_path / "straight").load().model.get_weights(),
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def test_an_epoch_that_ends_worse_backs_off_to_the_best_weights(tmp_path):
+    """A rate that grows 30-fold an epoch (a schedule made to fail) throws the model off after the
+    first epoch: from each epoch that ends worse on, the rate is times the back-off, training goes on
+    through perplexities past float32's range, and the run keeps the first epoch's weights."""
+    overrides = [*TINY, "training.epochs=3", "training.learning_rate=1"]
+    overrides += ["training.lr_decay_start=1", "training.lr_decay=30"]
+    run = train_tiny(LM, Splits(TRAIN[:-1], TRAIN[-1:]), overrides, tmp_path / "run")
+    history = pd.read_csv(run.path / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2]
+    assert history["val_perplexity"][1] > history["val_perplexity"][0]
+    assert history["learning_rate"].tolist() == pytest.approx([1.0, 30.0, 30.0**2 * 0.25])
+    assert history["val_perplexity"].idxmin() == 0
+    # the best checkpoint holds the first epoch's weights: their validation perplexity again
+    trained = run.load()
+    model, tokenizer = trained.model, trained.preprocessing.tokenizers["text"]
+    model.carry_states(2)
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    validation = window_dataset(token_stream(tokenizer, TRAIN[-1:], "line"), 2, 5)
+    again = model.evaluate(validation, return_dict=True, verbose=0)["perplexity"]
+    assert again == pytest.approx(history["val_perplexity"][0], rel=1e-5)
+
+
+def test_a_perplexity_past_float32_is_logged_as_inf(tmp_path):
+    """exp(loss) beyond float32 (which TensorBoard logs) is inf, not a float64 that stops training."""
+    model = LanguageModel(12, 8, 8, layers=1)
+    model.build()
+    bias = np.zeros(12, np.float32)
+    bias[3] = 300.0  # every token but 3 is e^-300 likely
+    model.output_bias.assign(bias)
+    model.carry_states(3)
+    model.compile(optimizer=keras.optimizers.SGD(0.0))  # fit changes nothing
+    dataset = window_dataset(LONG_STREAM, 3, 4)
+    logs = model.fit(dataset, epochs=1, verbose=0, callbacks=[keras.callbacks.TensorBoard(str(tmp_path))]).history
+    assert logs["loss"][0] > 100 and logs["perplexity"] == [math.inf]
+    measured = model.evaluate(dataset, return_dict=True, verbose=0)
+    assert measured["loss"] == pytest.approx(logs["loss"][0]) and measured["perplexity"] == math.inf
+
+
+def test_the_time_budget_stops_after_the_epoch_that_would_pass_it(tmp_path):
+    overrides = [*TINY, "training.epochs=4", "training.max_minutes=1e-6"]
+    run = train_tiny(LM, Splits(TRAIN[:-1], TRAIN[-1:]), overrides, tmp_path / "run")
+    assert pd.read_csv(run.path / "history.csv")["epoch"].tolist() == [0]
+    assert run.finished and json.loads((run.path / "training.json").read_text())["epochs"] == 1
+    assert run.load()  # the best checkpoint of the one epoch
 
 
 # === 8. the CLI ===
@@ -642,10 +779,12 @@ def test_cli_evaluate_generate_export(cli_run, exported, files):
     run, train_output = cli_run
     code, out, _ = run_cli(["evaluate", run])
     assert code == 0
-    # the test file again, by default (named by its path rather than "test")
-    assert out == f"{files[1]}: " + train_output.splitlines()[-1].split(": ", 1)[1] + "\n"
-    code, out, _ = run_cli(["evaluate", run, "--text-file", files[0]])
-    assert code == 0 and f": {steps.word_count(TRAIN, 'line')} tokens, perplexity" in out
+    # the test file again, by default (named by its path rather than "test"), with the perplexity of training's
+    summary = next(line for line in train_output.splitlines() if line.startswith("test: "))
+    assert out == f"{files[1].resolve()}: {summary.split(': ', 1)[1]}\nwrote {run / 'metrics.json'}\n"
+    code, out, _ = run_cli(["evaluate", run, "--test-file", files[0]])
+    assert code == 0 and f": {word_count(TRAIN, 'line')} tokens, perplexity" in out
+    assert json.loads((run / "metrics.json").read_text())["split"] == str(files[0].resolve())
     generate_args = ["the cat", "a", "--seed", "3", "--max-new-tokens", "6"]
     code, first, _ = run_cli(["generate", run, *generate_args])
     assert code == 0
@@ -654,31 +793,176 @@ def test_cli_evaluate_generate_export(cli_run, exported, files):
     assert all(len(line.split("\t")[1].split()) <= 6 for line in lines)
     assert run_cli(["generate", run, *generate_args])[1] == first
     export, printed = exported
-    assert printed == f"wrote {export} (signatures: serving_default, generate, beam_search, generation_defaults)\n"
+    assert printed == f"wrote {export} (signatures: {SIGNATURES})\n"
     assert run_cli(["generate", export, *generate_args])[1] == first
     assert run_cli(["generate", export, *generate_args[:3], "4", *generate_args[4:]])[1] != first  # --seed 4
     code, _, err = run_cli(["export", run, export])
     assert code == 2 and "already exists" in err
     code, _, err = run_cli(["generate", export, "a", "--beam-width", "0"])
     assert code == 2 and "beam width must be at least 1" in err
+    code, beam, _ = run_cli(["generate", export, "the cat", "--beam-width", "1", "--max-new-tokens", "6"])
+    assert code == 0
+    assert beam == run_cli(["generate", run, "the cat", "--temperature", "0", "--max-new-tokens", "6"])[1]
+    code, _, err = run_cli(["evaluate", export])
+    assert code == 2 and "not a run directory" in err
+
+
+def test_cli_predict_is_generate_for_a_language_model(cli_run, exported):
+    """`nlptool predict` on a language-model run or export prints what `nlptool generate` prints,
+    which is what Python's predict gives."""
+    args = ["the cat", "a", "--seed", "1", "--max-new-tokens", "5"]
+    code, generated, err = run_cli(["generate", cli_run[0], *args])
+    assert code == 0, err
+    expected = runs.load(cli_run[0]).predict(["the cat", "a"], seed=1, max_new_tokens=5)
+    assert generated == "".join(f"{prompt}\t{row['text']}\n" for prompt, row in zip(["the cat", "a"], expected))
+    for path in (cli_run[0], exported[0]):
+        code, predicted, err = run_cli(["predict", path, *args])
+        assert code == 0, err
+        assert predicted == generated
+    code, as_json, _ = run_cli(["predict", exported[0], *args, "--json"])
+    assert code == 0
+    assert [json.loads(line) for line in as_json.splitlines()] == [
+        {"input": prompt, **row} for prompt, row in zip(["the cat", "a"], expected)
+    ]
+
+
+@pytest.mark.parametrize("which", ["run", "export"])
+def test_cli_translate_refuses_a_language_model_in_one_line(cli_run, exported, which):
+    path = cli_run[0] if which == "run" else exported[0]
+    code, out, err = run_cli(["translate", path, "the cat"])
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("nlptool: error: ")
+    assert f"{path} is a language-model {which}" in err
+    assert "`nlptool translate` is for translation runs and exports" in err
+    assert f"nlptool predict {path}" in err
+
+
+def test_cli_train_help_shows_the_language_model_options_only():
+    code, out, _ = run_cli(["train", "language-model", "--help"])
+    assert code == 0
+    for flag in ("--dataset", "--train-file", "--validation-file", "--test-file", "--text-column", "--run-dir"):
+        assert flag in out, flag
+    for flag in ("--label-column", "--init-from", "--init-encoder-from", "--source-column", "--target-column"):
+        assert flag not in out, flag
+
+
+def test_cli_predict_help_shows_the_decoding_options(cli_run):
+    code, out, _ = run_cli(["generate", cli_run[0], "--help"])
+    assert code == 0
+    for flag in ("--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed", "--beam-width"):
+        assert flag in out, flag
+
+
+def write_table(path, lines, column="body"):
+    """`lines` in the column `column` of a .jsonl, .tsv or .csv file, after an id column."""
+    if path.suffix == ".jsonl":
+        rows = [json.dumps({"id": str(i), column: line}) for i, line in enumerate(lines)]
+        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    else:
+        pd.DataFrame({"id": range(len(lines)), column: lines}).to_csv(
+            path, sep="\t" if path.suffix == ".tsv" else ",", index=False
+        )
+    return path
+
+
+def test_cli_trains_alike_from_a_text_file_and_from_a_column_of_a_table(files, tmp_path):
+    """A .txt file is one text a line; a .jsonl or .tsv file gives its --text-column. The same lines give
+    the same run, and evaluation reads a test table by the run's column."""
+    weights, tokens, perplexities = {}, {}, {}
+    for suffix in (".txt", ".jsonl", ".tsv"):
+        if suffix == ".txt":
+            train, test, column = files[0], files[1], []
+        else:
+            train = write_table(tmp_path / f"train{suffix}", TRAIN)
+            test = write_table(tmp_path / f"test{suffix}", TEST)
+            column = ["--text-column", "body"]
+        run = tmp_path / f"run{suffix}"
+        code, out, err = run_cli([*cli_train_args(train, test), *column, "--epochs", "1", "--run-dir", run])
+        assert code == 0, err
+        assert "9 training, 1 validation, 2 test lines" in out
+        tokens[suffix] = json.loads((run / "training.json").read_text())["train_tokens"]
+        weights[suffix] = runs.Run.open(run).load().model.get_weights()
+        code, out, err = run_cli(["evaluate", run, "--test-file", test])  # the run's column, without --text-column
+        assert code == 0, err
+        perplexities[suffix] = json.loads((run / "metrics.json").read_text())["perplexity"]
+    assert tokens[".txt"] == 1 + word_count(TRAIN[:-1], "line")
+    assert tokens[".jsonl"] == tokens[".tsv"] == tokens[".txt"]
+    assert perplexities[".jsonl"] == perplexities[".tsv"] == perplexities[".txt"]
+    for suffix in (".jsonl", ".tsv"):
+        for a, b in zip(weights[".txt"], weights[suffix], strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_python_trains_alike_from_a_text_file_lists_and_a_data_frame(files, tmp_path):
+    """`nlptool.train` takes a .txt corpus (one text a line: no column), lists of lines, or a data
+    frame's column; the same lines make the same run."""
+    import nlptool
+
+    overrides = [*TINY, "training.epochs=1"]
+    from_file = nlptool.train("language-model", tmp_path / "file", train=files[0], overrides=overrides, verbose=0)
+    from_lists = nlptool.train(
+        "language-model", tmp_path / "lists", train=TRAIN[:-1], validation=TRAIN[-1:], overrides=overrides, verbose=0
+    )
+    from_frame = nlptool.train(
+        "language-model",
+        tmp_path / "frame",
+        train=pd.DataFrame({"body": TRAIN[:-1]}),
+        validation=pd.DataFrame({"body": TRAIN[-1:]}),
+        columns={"text": "body"},
+        overrides=overrides,
+        verbose=0,
+    )
+    reference = from_file.load().model.get_weights()
+    for run in (from_lists, from_frame):
+        for a, b in zip(reference, run.load().model.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert nlptool.load(from_file.path).predict(["the cat"], seed=2) == from_lists.predict(["the cat"], seed=2)
 
 
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--text-file", "missing.txt"], "missing.txt does not exist"),
-        (["--text-file", "TRAIN", "--test-file", "nowhere.txt"], "nowhere.txt does not exist"),
-        (["--csv", "TRAIN"], "--csv needs --text-column"),
-        (["--text-file", "TRAIN", "--label-column", "x"], "are for sentiment runs"),
-        (["--text-file", "TRAIN", "--set", "model.unitz=3"], "model.unitz"),
-        (["--text-file", "EMPTY"], "holds no text"),
+        (["--train-file", "missing.txt"], "missing.txt does not exist"),
+        (["--train-file", "TRAIN", "--test-file", "nowhere.txt"], "nowhere.txt does not exist"),
+        (["--train-file", "TABLE"], "has no column 'text' (argument `--text-column`)"),
+        (["--train-file", "TABLE", "--text-column", "review"], "has no column 'review' (argument `--text-column`)"),
+        (["--train-file", "BLANK", "--text-column", "body"], "holds no text"),
+        (["--train-file", "TRAIN", "--set", "model.unitz=3"], "model.unitz"),
+        (["--train-file", "EMPTY"], "holds no text"),
+        (["--train-file", "ONE"], "too few lines to hold some out for validation"),
+        (["--dataset", "sst2"], "'sst2' is not a language-modelling corpus"),
     ],
 )
 def test_cli_bad_input_leaves_no_run_directory(files, tmp_path, args, message):
-    empty = write_lines(tmp_path / "empty.txt", ["", " "])
-    args = [{"TRAIN": files[0], "EMPTY": empty}.get(a, a) for a in args]
+    named = {
+        "TRAIN": files[0],
+        "EMPTY": write_lines(tmp_path / "empty.txt", ["", " "]),
+        "ONE": write_lines(tmp_path / "one.txt", ["a single line"]),
+        "TABLE": write_table(tmp_path / "train.csv", TRAIN),
+        "BLANK": write_table(tmp_path / "blank.jsonl", ["", " "]),
+    }
     run = tmp_path / "run"
-    code, _, err = run_cli(["train", "language-model", *args, "--run-dir", run])
+    code, out, err = run_cli(["train", "language-model", *[named.get(a, a) for a in args], "--run-dir", run])
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1 and err.startswith("nlptool: error: ")  # one line, no traceback
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--train-file", "TRAIN", "--label-column", "x"], "unrecognized arguments: --label-column x"),
+        (["--train-file", "TRAIN", "--init-encoder-from", "x"], "unrecognized arguments: --init-encoder-from x"),
+        (["--train-file", "TRAIN", "--dataset", "ptb"], "not allowed with argument"),
+        (["--test-file", "TRAIN"], "one of the arguments --dataset --train-file is required"),
+    ],
+)
+def test_cli_flags_of_other_tasks_are_usage_errors(files, tmp_path, args, message):
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        ["train", "language-model", *[files[0] if a == "TRAIN" else a for a in args], "--run-dir", run]
+    )
     assert code == 2
     assert message in err
     assert not run.exists()
@@ -690,6 +974,10 @@ def test_cli_bad_input_leaves_no_run_directory(files, tmp_path, args, message):
 def sentiment_config(**changes):
     overrides = ["model.units=4", "model.embedding_dim=4", "model.dropout=0.0", "training.batch_size=4"]
     return config_lib.resolve(sentiment.SentimentConfig, [], overrides + [f"{k}={v}" for k, v in changes.items()])
+
+
+def labelled(texts, labels):
+    return pd.DataFrame({"text": texts, "label": labels})
 
 
 @pytest.mark.parametrize("bidirectional,layers", [(True, 2), (False, 3)])
@@ -704,9 +992,9 @@ def test_transfer_encoder_copies_embedding_and_matching_gru_layers(loaded, bidir
         }
     )
     keras.utils.set_random_seed(0)
-    model = sentiment.build_model(config, tokenizer.vocabulary_size(), 2)
+    model = classifier.build_model(config, tokenizer.vocabulary_size(), 2)
     before = {w.path: w.numpy() for w in model.weights}
-    transferred = sentiment_steps.transfer_encoder(lm, model)
+    transferred = classifier.transfer_encoder(lm, model)
     np.testing.assert_array_equal(model.get_layer("embedding").get_weights()[0], lm.embedding.get_weights()[0])
     if bidirectional:
         targets = [model.get_layer("bidirectional_0").forward_layer]  # layer 0, forward only
@@ -724,59 +1012,108 @@ def test_transfer_encoder_copies_embedding_and_matching_gru_layers(loaded, bidir
 
 def test_sentiment_training_starts_from_the_language_model(cli_run, loaded, tmp_path, monkeypatch):
     _, tokenizer, lm = loaded
-    texts = ["the cat sat", "the dog ran", "a cat and a dog", "the end"] * 2
-    train = pd.DataFrame({"text": texts, "label": ["pos", "neg"] * 4})
-    data = LabeledData(train, train, None, LabelMap.from_labels(train["label"]))
+    texts_ = ["the cat sat", "the dog ran", "a cat and a dog", "the end"] * 2
+    train = labelled(texts_, ["pos", "neg"] * 4)
     fitted = []
     monkeypatch.setattr(keras.Model, "fit", lambda model, *a, **k: fitted.append(model))  # the model before training
     config = sentiment_config(**{"training.epochs": 1})
-    model, tokenizer_used = sentiment_steps.train(
-        config, data, tmp_path / "run", init_encoder_from=cli_run[0], verbose=0
+    run = runs.train(
+        "sentiment",
+        config,
+        Splits(train, train),
+        tmp_path / "run",
+        options={"init_encoder_from": cli_run[0]},
+        verbose=0,
+        say=quiet,
     )
-    assert fitted == [model]
+    assert len(fitted) == 1
+    model = fitted[0]
+    tokenizer_used = Preprocessing.load(run.path, sentiment.SentimentTask.tokenizer_folders).tokenizers["text"]
     assert tokenizer_used.vocabulary == tokenizer.vocabulary
     saved = config_lib.resolve(sentiment.SentimentConfig, [tmp_path / "run" / "config.yaml"])
     assert (saved.model.embedding_dim, saved.model.units) == (8, 12)  # the language model's sizes, not 4 and 4
+    assert json.loads((run.path / "run.json").read_text())["options"] == {"init_encoder_from": str(cli_run[0])}
     np.testing.assert_array_equal(model.get_layer("embedding").get_weights()[0], lm.embedding.get_weights()[0])
     forward = model.get_layer("bidirectional_0").forward_layer
     for a, b in zip(forward.get_weights(), lm.grus[0].get_weights()):
         np.testing.assert_array_equal(a, b)
-    with pytest.raises(sentiment_steps.RunError, match="not both"):
-        sentiment_steps.train(
-            config, data, tmp_path / "other", init_from=tmp_path / "run", init_encoder_from=cli_run[0]
+    with pytest.raises(RunError, match="is a sentiment run; a language-model run is needed here"):
+        runs.train(
+            "sentiment",
+            config,
+            Splits(train, train),
+            tmp_path / "other",
+            options={"init_encoder_from": run.path},
+            verbose=0,
+            say=quiet,
         )
+    assert not (tmp_path / "other").exists()
+
+
+def test_the_command_line_starts_from_one_run_only(cli_run, tmp_path):
+    table = write_table(tmp_path / "train.csv", ["the cat sat", "the dog ran"] * 4, column="text")
+    code, _, err = run_cli(
+        ["train", "sentiment", "--train-file", table, "--init-from", cli_run[0], "--init-encoder-from", cli_run[0]]
+        + ["--run-dir", tmp_path / "run"]
+    )
+    assert code == 2 and "not allowed with argument" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_starting_from_a_sentiment_run_and_a_language_model_at_once_is_refused(cli_run, tmp_path):
+    train = labelled(["the cat sat", "the dog ran"] * 4, ["pos", "neg"] * 4)
+    config = sentiment_config(**{"training.epochs": 1})
+    first = runs.train("sentiment", config, Splits(train, train), tmp_path / "first", verbose=0, say=quiet)
+    with pytest.raises(UsageError, match=r"--init-from.*--init-encoder-from.*not both"):
+        runs.train(
+            "sentiment",
+            config,
+            Splits(train, train),
+            tmp_path / "other",
+            options={"init_from": first.path, "init_encoder_from": cli_run[0]},
+            verbose=0,
+            say=quiet,
+        )
+    assert not (tmp_path / "other").exists()
 
 
 def test_first_words_keeps_whole_lines_within_the_word_budget():
     lines = ["a b", "c d e", "f", "g h"]
-    assert steps.first_words(lines, 5) == ["a b", "c d e"]
-    assert steps.first_words(lines, 6) == ["a b", "c d e", "f"]
-    assert steps.first_words(lines, 1) == []
-    assert steps.first_words(lines, None) == lines
+    assert first_words(lines, 5) == ["a b", "c d e"]
+    assert first_words(lines, 6) == ["a b", "c d e", "f"]
+    assert first_words(lines, 1) == []
+    assert first_words(lines, None) == lines
 
 
 def test_pretraining_on_the_classifiers_texts_respects_the_word_budget(tmp_path):
-    train = pd.DataFrame({"text": TRAIN[:9], "label": ["pos", "neg"] * 4 + ["pos"]})
-    validation = pd.DataFrame({"text": TRAIN[9:], "label": ["pos"]})
-    data = LabeledData(train, validation, None, LabelMap.from_labels(train["label"]))
-    run = sentiment_steps.pretrain_language_model(
-        lm_config("training.epochs=1"), data, tmp_path / "lm", max_words=12, verbose=0
+    train = labelled(TRAIN[:9], ["pos", "neg"] * 4 + ["pos"])
+    validation = labelled(TRAIN[9:], ["pos"])
+    lm_run = sentiment.pretrain_language_model(
+        lm_config("training.epochs=1"), Splits(train, validation), tmp_path / "lm", max_words=12, verbose=0
     )
+    assert lm_run.task is LM and lm_run.finished
     # the first two texts hold 12 words; the stream has one </s> in front and one after each line
-    assert json.loads((run / "training.json").read_text())["train_tokens"] == 1 + 12 + 2
+    assert json.loads((lm_run.path / "training.json").read_text())["train_tokens"] == 1 + 12 + 2
     config = sentiment_config(**{"training.epochs": 1})
-    sentiment_steps.train(config, data, tmp_path / "classifier", init_encoder_from=run, verbose=0)
-    _, lm_tokenizer, lm = steps.load_run(run)
-    _, tokenizer, _, model = sentiment_steps.load_run(tmp_path / "classifier")
+    runs.train(
+        "sentiment",
+        config,
+        Splits(train, validation),
+        tmp_path / "classifier",
+        options={"init_encoder_from": lm_run.path},
+        verbose=0,
+        say=quiet,
+    )
+    lm_tokenizer = lm_run.load().preprocessing.tokenizers["text"]
+    tokenizer = runs.Run.open(tmp_path / "classifier").load().preprocessing.tokenizers["text"]
     assert tokenizer.vocabulary == lm_tokenizer.vocabulary  # learnt from the two texts only
     assert set(tokenizer.vocabulary) >= {"the", "cat", "dog", "log"}
     assert "ran" not in tokenizer.vocabulary  # only in later texts
 
 
 def test_pretraining_also_reads_the_training_split_of_other_datasets(tmp_path, monkeypatch):
-    train = pd.DataFrame({"text": TRAIN[:4], "label": ["pos", "neg"] * 2})
-    validation = pd.DataFrame({"text": TRAIN[9:], "label": ["pos"]})
-    data = LabeledData(train, validation, None, LabelMap.from_labels(train["label"]))
+    train = labelled(TRAIN[:4], ["pos", "neg"] * 2)
+    validation = labelled(TRAIN[9:], ["pos"])
     other = ["zebras graze", "zebras run far"]
     asked = []
 
@@ -784,25 +1121,26 @@ def test_pretraining_also_reads_the_training_split_of_other_datasets(tmp_path, m
         asked.append((name, split))
         return pd.DataFrame({"text": other})
 
-    monkeypatch.setattr(sentiment_steps.datasets, "load", load)
-    run = sentiment_steps.pretrain_language_model(
-        lm_config("training.epochs=1"), data, tmp_path / "lm", also=["other"], verbose=0
+    monkeypatch.setattr(datasets, "load", load)
+    lm_run = sentiment.pretrain_language_model(
+        lm_config("training.epochs=1"), Splits(train, validation), tmp_path / "lm", also=["other"], verbose=0
     )
     assert asked == [("other", "train")]  # never a test split
     words = sum(len(t.split()) for t in TRAIN[:4] + other)
-    assert json.loads((run / "training.json").read_text())["train_tokens"] == 1 + words + len(TRAIN[:4] + other)
-    _, tokenizer, _ = steps.load_run(run)
-    assert "zebras" in tokenizer.vocabulary
+    assert json.loads((lm_run.path / "training.json").read_text())["train_tokens"] == 1 + words + len(TRAIN[:4] + other)
+    assert "zebras" in lm_run.load().preprocessing.tokenizers["text"].vocabulary
 
 
 def test_pretraining_validates_on_the_first_words_of_the_validation_texts(tmp_path, monkeypatch):
-    train = pd.DataFrame({"text": TRAIN[:4], "label": ["pos", "neg"] * 2})
-    validation = pd.DataFrame({"text": ["a b c", "d e", "f g h i"], "label": ["pos", "neg", "pos"]})
-    data = LabeledData(train, validation, None, LabelMap.from_labels(train["label"]))
+    train = labelled(TRAIN[:4], ["pos", "neg"] * 2)
+    validation = labelled(["a b c", "d e", "f g h i"], ["pos", "neg", "pos"])
     corpora = []
-    monkeypatch.setattr(steps, "train", lambda config, corpus, run_dir, verbose: corpora.append(corpus))
+    monkeypatch.setattr(runs, "train", lambda task, config, data, run_dir, **options: corpora.append((task, data)))
     for budget, expected in [(5, ["a b c", "d e"]), (2, ["a b c"])]:  # never empty: one text at least
-        monkeypatch.setattr(sentiment_steps, "PRETRAIN_VALIDATION_WORDS", budget)
-        sentiment_steps.pretrain_language_model(lm_config(), data, tmp_path / "lm", verbose=0)
-        assert corpora[-1].validation == expected
-        assert corpora[-1].train == TRAIN[:4]
+        monkeypatch.setattr(sentiment, "PRETRAIN_VALIDATION_WORDS", budget)
+        sentiment.pretrain_language_model(lm_config(), Splits(train, validation), tmp_path / "lm", verbose=0)
+        task, data = corpora[-1]
+        assert task == "language-model" and isinstance(data, Splits)
+        assert data.validation == expected
+        assert data.train == TRAIN[:4]
+        assert data.test is None  # no test split is read

@@ -5,29 +5,36 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import io
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from harness import call_export, run_task_test
 
 from nlptool import config as config_lib
-from nlptool import training
+from nlptool import runs, tasks, training
 from nlptool.cli import main
-from nlptool.data.csv import LabeledData, LabelMap
-from nlptool.tasks import sentiment_steps as steps
-from nlptool.tasks.sentiment import AdversarialClassifier, MaskedMaxMeanPooling, SentimentConfig, build_model
+from nlptool.errors import RunError, UsageError
+from nlptool.export import ExportError
+from nlptool.models.classifier import AdversarialClassifier, MaskedMaxMeanPooling, build_model, predict_probabilities
+from nlptool.tasks.base import Splits
+from nlptool.tasks.sentiment import SentimentConfig
 
+TASK = tasks.get("sentiment")
 POSITIVE = ["good fun", "great cast", "lovely film", "fun and good", "great story", "lovely and great"]
 NEGATIVE = ["dull plot", "bad acting", "boring film", "dull and bad", "awful story", "boring and awful"]
 
 
-def tiny_config(**changes):
-    overrides = [
+def tiny_overrides(**changes):
+    return [
         "model.units=4",
         "model.embedding_dim=4",
         "model.dropout=0.2",
@@ -36,7 +43,10 @@ def tiny_config(**changes):
         "training.epochs=3",
         "training.early_stopping_patience=10",
     ] + [f"{k}={v}" for k, v in changes.items()]
-    return config_lib.resolve(SentimentConfig, [], overrides)
+
+
+def tiny_config(**changes):
+    return config_lib.resolve(SentimentConfig, [], tiny_overrides(**changes))
 
 
 def frame(texts, labels):
@@ -46,7 +56,25 @@ def frame(texts, labels):
 def binary_data():
     train = frame(POSITIVE * 2 + NEGATIVE * 2, ["pos"] * 12 + ["neg"] * 12)
     validation = frame(POSITIVE[:2] + NEGATIVE[:2], ["pos", "pos", "neg", "neg"])
-    return LabeledData(train, validation, validation, LabelMap.from_labels(train["label"]))
+    return Splits(train, validation, validation)
+
+
+def train(config, data, run_dir, say=None, **options):
+    """`runs.train` of the sentiment task, quietly; returns the Run."""
+    return runs.train(TASK, config, data, run_dir, options=options, verbose=0, say=say or (lambda *args: None))
+
+
+@pytest.fixture
+def fitted(monkeypatch):
+    """The models `training.fit` trained, in order: what a training leaves in memory."""
+    models, real = [], training.fit
+
+    def recording(model, *args, **kwargs):
+        models.append(model)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(training, "fit", recording)
+    return models
 
 
 def test_masked_pooling_ignores_padding():
@@ -72,24 +100,32 @@ def test_word_dropout_zeroes_whole_tokens_in_training_only():
 
 
 def test_training_learns_and_fills_the_run_directory(tmp_path):
-    run = tmp_path / "run"
-    steps.train(tiny_config(**{"training.epochs": 8, "training.learning_rate": 0.05}), binary_data(), run, verbose=0)
-    history = pd.read_csv(run / "history.csv")
+    path = tmp_path / "run"
+    run = train(tiny_config(**{"training.epochs": 8, "training.learning_rate": 0.05}), binary_data(), path)
+    history = pd.read_csv(path / "history.csv")
     assert history["loss"].iloc[-1] < history["loss"].iloc[0]
-    metrics = steps.evaluate(run, binary_data().validation, "validation")
+    # training evaluated the test data it was given (here the validation frame) into metrics.json
+    assert run.metrics["split"] == "test" and run.metrics["accuracy"] == 1.0
+    metrics = run.evaluate(binary_data().validation, "validation")
+    assert metrics["split"] == "validation" and metrics["examples"] == 4
     assert metrics["accuracy"] == 1.0 and metrics["macro_f1"] == 1.0
     assert metrics["confusion_matrix"] == {"labels": ["neg", "pos"], "matrix": [[2, 0], [0, 2]]}
-    assert json.loads((run / "metrics.json").read_text())["accuracy"] == 1.0
+    written = json.loads((path / "metrics.json").read_text())
+    assert written["accuracy"] == 1.0 and written["split"] == "validation"
     for name in (
+        "run.json",
         "config.yaml",
         "tokenizer.json",
         "labels.json",
+        "training.json",
         "checkpoints/best.weights.h5",
         "confusion_matrix.png",
         "training_curves.png",
     ):
-        assert (run / name).is_file(), name
-    assert any((run / "logs").rglob("*tfevents*"))  # TensorBoard
+        assert (path / name).is_file(), name
+    assert any((path / "logs").rglob("*tfevents*"))  # TensorBoard
+    assert json.loads((path / "training.json").read_text())["train_examples"] == 24
+    assert runs.Run.open(path).finished and runs.Run.open(path).config == run.config
 
 
 @pytest.mark.parametrize(
@@ -102,20 +138,29 @@ def test_training_learns_and_fills_the_run_directory(tmp_path):
     ],
     ids=str,
 )
-def test_resume_after_interruption_gives_the_uninterrupted_weights(tmp_path, interrupted_at_epoch, changes):
+def test_resume_after_interruption_gives_the_uninterrupted_weights(tmp_path, interrupted_at_epoch, fitted, changes):
     config, data = tiny_config(**changes), binary_data()
-    reference, _ = steps.train(config, data, tmp_path / "straight", verbose=0)
+    train(config, data, tmp_path / "straight")
+    reference = fitted[-1]
 
     with interrupted_at_epoch(2):
-        steps.train(config, data, tmp_path / "interrupted", verbose=0)
+        train(config, data, tmp_path / "interrupted")
     history = pd.read_csv(tmp_path / "interrupted" / "history.csv")
     assert history["epoch"].tolist() == [0, 1]  # it really stopped after two epochs
-    resumed, _ = steps.train(config, data, tmp_path / "interrupted", verbose=0)
+    assert not runs.Run.open(tmp_path / "interrupted").finished
+    said = []
+    run = train(config, data, tmp_path / "interrupted", say=said.append)
+    assert f"resuming {tmp_path / 'interrupted'}" in said  # the same request resumed, not started afresh
+    resumed = fitted[-1]
     resumed_history = pd.read_csv(tmp_path / "interrupted" / "history.csv")
     assert resumed_history["epoch"].tolist() == [0, 1, 2]
     # every epoch's training loss (the weights as trained) and validation loss (with averaging, the average's)
     pd.testing.assert_frame_equal(resumed_history, pd.read_csv(tmp_path / "straight" / "history.csv"))
+    # the weights training ends with, and the best checkpoint
     for a, b in zip(resumed.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    straight = runs.Run.open(tmp_path / "straight").load().model
+    for a, b in zip(run.load().model.get_weights(), straight.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -220,7 +265,7 @@ class _StepWeights(keras.callbacks.Callback):
         self.steps.append([v.numpy().copy() for v in self.model.trainable_variables])
 
 
-def test_averaged_weights_are_what_validation_and_the_checkpoint_see(tmp_path, monkeypatch):
+def test_averaged_weights_are_what_validation_and_the_checkpoint_see(tmp_path, monkeypatch, fitted):
     momentum, data = 0.8, binary_data()
     recorders, real = [], training.callbacks
 
@@ -229,10 +274,9 @@ def test_averaged_weights_are_what_validation_and_the_checkpoint_see(tmp_path, m
         return real(*args, **kwargs) + [recorders[-1]]
 
     monkeypatch.setattr(training, "callbacks", with_recorder)
-    steps.train(tiny_config(), data, tmp_path / "plain", verbose=0)
-    model, tokenizer = steps.train(
-        tiny_config(**{"training.ema_momentum": momentum}), data, tmp_path / "averaged", verbose=0
-    )
+    train(tiny_config(), data, tmp_path / "plain")
+    run = train(tiny_config(**{"training.ema_momentum": momentum}), data, tmp_path / "averaged")
+    model = fitted[-1]  # what training left in memory
     returned = [v.numpy().copy() for v in model.trainable_variables]
     plain, averaged = recorders
     # averaging leaves the training itself alone: the same weights after every step
@@ -248,91 +292,117 @@ def test_averaged_weights_are_what_validation_and_the_checkpoint_see(tmp_path, m
         if step % 6 == 5:
             at_epoch_end.append(average)
     history = pd.read_csv(tmp_path / "averaged" / "history.csv")
-    texts, labels = data.validation["text"].tolist(), data.label_map.encode(data.validation["label"])
+    saved = run.load()
+    tokenizer, label_map = saved.preprocessing.tokenizers["text"], saved.preprocessing.labels
+    texts, labels = data.validation["text"].tolist(), label_map.encode(data.validation["label"])
     for epoch, weights in enumerate(at_epoch_end):  # validation scored the average
         for variable, value in zip(model.trainable_variables, weights, strict=True):
             variable.assign(value)
-        probabilities = steps.predict_probabilities(model, tokenizer, texts, 256)
+        probabilities = predict_probabilities(model, tokenizer, texts, 256)
         loss = -np.mean(np.log(probabilities[np.arange(len(labels)), labels]))
         np.testing.assert_allclose(history["val_loss"][epoch], loss, rtol=1e-5)
     assert not np.allclose(history["val_loss"], pd.read_csv(tmp_path / "plain" / "history.csv")["val_loss"])
-    # the checkpoint, and what train returns, is the average of the first best epoch
+    # the checkpoint, and what training leaves in memory, is the average of the first best epoch
     best = int(np.argmax(history["val_accuracy"].to_numpy()))
-    _, _, _, saved = steps.load_run(tmp_path / "averaged")
-    for variable, value, kept in zip(saved.trainable_variables, at_epoch_end[best], returned, strict=True):
+    for variable, value, kept in zip(saved.model.trainable_variables, at_epoch_end[best], returned, strict=True):
         np.testing.assert_allclose(variable.numpy(), value, rtol=1e-5, atol=1e-7)
         np.testing.assert_array_equal(kept, variable.numpy())
 
 
-def test_fine_tuning_with_a_new_label_set_rebuilds_only_the_head(tmp_path):
-    steps.train(tiny_config(), binary_data(), tmp_path / "base", verbose=0)
-    _, _, _, base = steps.load_run(tmp_path / "base")
+def test_fine_tuning_with_a_new_label_set_rebuilds_only_the_head(tmp_path, fitted):
+    base_run = train(tiny_config(), binary_data(), tmp_path / "base")
+    base = base_run.load()
     three = frame(POSITIVE + NEGATIVE + ["so so", "fine I guess", "meh"] * 2, ["pos"] * 6 + ["neg"] * 6 + ["mixed"] * 6)
-    data = LabeledData(three, three, None, LabelMap.from_labels(three["label"]))
     # learning rate 0: after "training", every kept weight is still the base run's
-    tuned, tokenizer = steps.train(
-        tiny_config(**{"training.learning_rate": 0.0}), data, tmp_path / "tuned", init_from=tmp_path / "base", verbose=0
+    run = train(
+        tiny_config(**{"training.learning_rate": 0.0}),
+        Splits(three, three, None),
+        tmp_path / "tuned",
+        init_from=tmp_path / "base",
     )
-    assert tuned.get_layer("classifier").get_weights()[0].shape[-1] == 3
-    for layer in base.layers:
-        if layer.name != "classifier":
-            for a, b in zip(layer.get_weights(), tuned.get_layer(layer.name).get_weights(), strict=True):
-                np.testing.assert_array_equal(a, b)
-    assert tokenizer.get_config() == steps.load_run(tmp_path / "base")[1].get_config()
+    tuned = run.load()
+    assert sorted(tuned.preprocessing.labels.names) == ["mixed", "neg", "pos"]
+    for model in (fitted[-1], tuned.model):  # in memory after training, and the checkpoint
+        assert model.get_layer("classifier").get_weights()[0].shape[-1] == 3
+        for layer in base.model.layers:
+            if layer.name != "classifier":
+                for a, b in zip(layer.get_weights(), model.get_layer(layer.name).get_weights(), strict=True):
+                    np.testing.assert_array_equal(a, b)
+    base_tokenizer = runs.Run.open(tmp_path / "base").load().preprocessing.tokenizers["text"]
+    assert tuned.preprocessing.tokenizers["text"].get_config() == base_tokenizer.get_config()
+    assert json.loads((run.path / "run.json").read_text())["options"] == {"init_from": str(tmp_path / "base")}
 
 
-def test_fine_tuning_takes_the_shape_of_the_run_it_starts_from(tmp_path):
+def test_fine_tuning_takes_the_shape_of_the_run_it_starts_from(tmp_path, fitted):
     # an IMDB run at width 8 fine-tuned with SST-2's config (width 4): the weights decide the shape
     base_config = tiny_config(**{"model.units": 8, "model.embedding_dim": 6, "model.pooling": "last"})
-    base, _ = steps.train(base_config, binary_data(), tmp_path / "base", verbose=0)
+    base_run = train(base_config, binary_data(), tmp_path / "base")
+    base = fitted[-1]
     tuned_config = tiny_config(**{"training.learning_rate": 0.0, "model.dropout": 0.5, "tokenizer.max_length": 7})
-    tuned, _ = steps.train(tuned_config, binary_data(), tmp_path / "tuned", init_from=tmp_path / "base", verbose=0)
+    tuned_run = train(tuned_config, binary_data(), tmp_path / "tuned", init_from=tmp_path / "base")
+    tuned = fitted[-1]
     for a, b in zip(base.get_weights(), tuned.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     saved = config_lib.resolve(SentimentConfig, [tmp_path / "tuned" / "config.yaml"])
     assert (saved.model.units, saved.model.embedding_dim, saved.model.pooling) == (8, 6, "last")
     assert (saved.model.dropout, saved.tokenizer.max_length) == (0.5, 7)  # this run's own
+    assert runs.Run.open(tmp_path / "tuned").config == saved
     texts = ["great fun", "dull and boring"]
-    np.testing.assert_array_equal(steps.predict(tmp_path / "tuned", texts), steps.predict(tmp_path / "base", texts))
+    assert tuned_run.predict(texts) == base_run.predict(texts)
+
+
+def test_other_data_in_memory_do_not_resume_an_interrupted_run(tmp_path, interrupted_at_epoch):
+    with interrupted_at_epoch(1):
+        train(tiny_config(), binary_data(), tmp_path / "run")
+    files = {path: path.read_bytes() for path in (tmp_path / "run").rglob("*") if path.is_file()}
+    other = frame(["one two", "three four"] * 4, ["yes", "no"] * 4)
+    with pytest.raises(RunError, match="data"):
+        train(tiny_config(), Splits(other, other), tmp_path / "run")
+    assert {path: path.read_bytes() for path in (tmp_path / "run").rglob("*") if path.is_file()} == files
+
+
+def test_starting_from_a_sentiment_run_and_a_language_model_at_once_is_refused(tmp_path):
+    # the command line makes the two flags exclusive; in Python the task refuses them before reading either run
+    options = {"init_from": tmp_path / "sentiment_run", "init_encoder_from": tmp_path / "language_model"}
+    with pytest.raises(UsageError, match=r"--init-from.*--init-encoder-from.*not both"):
+        train(tiny_config(), binary_data(), tmp_path / "run", **options)
+    assert not (tmp_path / "run").exists()
+
+
+def saved_model_cli():
+    """The `saved_model_cli` of this environment: the console script beside the interpreter, or its module."""
+    script = shutil.which("saved_model_cli", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
 
 
 @pytest.mark.parametrize("changes", [{}, {"training.adversarial_epsilon": 1.0}], ids=str)
 def test_export_in_a_fresh_process_matches_predict(tmp_path, changes):
-    run = tmp_path / "run"
-    steps.train(tiny_config(**changes), binary_data(), run, verbose=0)
-    steps.export(run, tmp_path / "export")
     texts = ["great fun", "dull and boring", "an unknown word"]
-    expected = steps.predict(run, texts)
-    script = f"""
-import json, sys, tensorflow as tf
-serve = tf.saved_model.load({str(tmp_path / "export")!r}).signatures["serving_default"]
-out = serve(text=tf.constant({texts!r}))
-assert "nlptool" not in sys.modules
-print(json.dumps([[l.decode() for l in out["label"].numpy()], out["probabilities"].numpy().tolist()]))
-"""
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    labels, probabilities = json.loads(done.stdout.strip().splitlines()[-1])
-    assert labels == [label for label, _ in expected]
-    np.testing.assert_allclose(np.max(probabilities, axis=1), [p for _, p in expected], atol=1e-5)
-    with pytest.raises(steps.export_lib.ExportError, match="already exists"):
-        steps.export(run, tmp_path / "export")
+    # the task contract: training, the config and .keras round trips, the export in a process without
+    # nlptool, and the same predictions from the run, the loaded export and that process
+    run = run_task_test(TASK, binary_data(), tiny_overrides(**changes), texts, tmp_path)
+    export = tmp_path / "export"
+    trained = run.load()
+    assert isinstance(trained.model, AdversarialClassifier) == bool(changes)
+    # and the same as the model on its own, outside any serving module
+    tokenizer = trained.preprocessing.tokenizers["text"]
+    expected = predict_probabilities(trained.model, tokenizer, texts, trained.config.tokenizer.max_length)
+    served, names = call_export(export, [("serving_default", {"text": (texts, "string")}), ("class_names", {})])
+    assert names["class_names"] == trained.preprocessing.labels.names == ["neg", "pos"]
+    assert served["label"] == trained.preprocessing.labels.decode(expected.argmax(axis=1))
+    np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)
+    rows = runs.load(export).predict(texts)
+    assert [row["label"] for row in rows] == served["label"]
+    np.testing.assert_allclose([row["probability"] for row in rows], expected.max(axis=1), atol=1e-5)
+    with pytest.raises(ExportError, match="already exists"):
+        run.export(export)
     shown = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tensorflow.python.tools.saved_model_cli",
-            "show",
-            "--dir",
-            str(tmp_path / "export"),
-            "--all",
-        ],
+        [*saved_model_cli(), "show", "--dir", str(export), "--all"],
         capture_output=True,
         text=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-    ).stdout
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
     for needle in (
         "signature_def['serving_default']",
         "inputs['text']",
@@ -340,15 +410,53 @@ print(json.dumps([[l.decode() for l in out["label"].numpy()], out["probabilities
         "outputs['probabilities']",
         "signature_def['class_names']",
     ):
-        assert needle in shown, needle
+        assert needle in shown.stdout, needle
+
+
+# === The command line ===
+
+TINY_FLAGS = ["--set", "model.units=4", "--set", "model.embedding_dim=4", "--set", "tokenizer.vocab_size=40"]
+
+
+def review_frame(repeat=3):
+    rows = [(t, "pos") for t in POSITIVE * repeat] + [(t, "neg") for t in NEGATIVE * repeat]
+    return pd.DataFrame(rows, columns=["review", "sentiment"])
 
 
 @pytest.fixture
 def csv_files(tmp_path):
-    rows = [(t, "pos") for t in POSITIVE * 3] + [(t, "neg") for t in NEGATIVE * 3]
     train = tmp_path / "train.csv"
-    pd.DataFrame(rows, columns=["review", "sentiment"]).to_csv(train, index=False)
+    review_frame().to_csv(train, index=False)
     return train
+
+
+def train_args(train_file, run, *extra):
+    return [
+        "train",
+        "sentiment",
+        "--train-file",
+        str(train_file),
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        *TINY_FLAGS,
+        "--epochs",
+        "1",
+        "--run-dir",
+        str(run),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """A run the CLI trained on a CSV with the columns `review` and `sentiment`, with no test file."""
+    folder = tmp_path_factory.mktemp("cli_run")
+    train_file = folder / "train.csv"
+    review_frame().to_csv(train_file, index=False)
+    assert main(train_args(train_file, folder / "run")) == 0
+    return folder / "run"
 
 
 def test_cli_train_evaluate_export_predict(csv_files, tmp_path, capsys):
@@ -372,9 +480,9 @@ def test_cli_train_evaluate_export_predict(csv_files, tmp_path, capsys):
             [
                 "train",
                 "sentiment",
-                "--csv",
+                "--train-file",
                 str(csv_files),
-                "--test-csv",
+                "--test-file",
                 str(csv_files),
                 *common,
                 "--run-dir",
@@ -383,18 +491,26 @@ def test_cli_train_evaluate_export_predict(csv_files, tmp_path, capsys):
         )
         == 0
     )
-    assert "test: 36 examples, accuracy" in capsys.readouterr().out
+    trained = capsys.readouterr().out
+    assert "20 training, 4 validation, 36 test examples" in trained
+    assert "test: 36 examples, accuracy" in trained
     assert len(pd.read_csv(run / "history.csv")) == 2
-    assert main(["evaluate", str(run)]) == 0
-    assert "examples, accuracy" in capsys.readouterr().out
+    assert json.loads((run / "training.json").read_text())["train_examples"] == 20
+    assert main(["evaluate", str(run)]) == 0  # the test file and the columns the run recorded
+    assert f"{csv_files.resolve()}: 36 examples, accuracy" in capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["examples"] == 36 and metrics["split"] == str(csv_files.resolve())
     assert main(["export", str(run), str(out)]) == 0
     assert main(["export", str(run), str(out)]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert main(["export", str(run), str(out), "--overwrite"]) == 0
     capsys.readouterr()
     assert main(["predict", str(out), "great fun"]) == 0
-    label, probability, text = capsys.readouterr().out.strip().split("\t")
+    line = capsys.readouterr().out.strip()
+    label, probability, text = line.split("\t")
     assert label in {"pos", "neg"} and 0.5 <= float(probability) <= 1.0 and text == "great fun"
+    assert main(["predict", str(run), "great fun"]) == 0  # the run predicts as its export
+    assert capsys.readouterr().out.strip() == line
 
 
 @pytest.mark.parametrize(
@@ -402,10 +518,155 @@ def test_cli_train_evaluate_export_predict(csv_files, tmp_path, capsys):
     [
         (["--text-column", "text", "--label-column", "sentiment"], "no column 'text'"),
         (["--text-column", "review", "--label-column", "sentiment", "--set", "model.unitz=3"], "model.unitz"),
+        (["--text-column", "review", "--label-column", "stars"], "no column 'stars'"),
     ],
 )
 def test_cli_bad_input_leaves_no_run_directory(csv_files, tmp_path, capsys, args, message):
     run = tmp_path / "run"
-    assert main(["train", "sentiment", "--csv", str(csv_files), *args, "--run-dir", str(run)]) == 2
-    assert message in capsys.readouterr().err
+    assert main(["train", "sentiment", "--train-file", str(csv_files), *args, "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("nlptool: error: ") and err.count("\n") == 1
     assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--text-column", "review", "--label-column", "review"], "--label-column"),
+        (["--text-column", "review", "--label-column", "sentiment", "--delimiter", ";;"], "delimiter"),
+    ],
+)
+def test_cli_bad_column_or_delimiter_arguments_exit_2(csv_files, tmp_path, capsys, args, message):
+    run = tmp_path / "run"
+    assert main(["train", "sentiment", "--train-file", str(csv_files), *args, "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("nlptool: error: ") and err.count("\n") == 1
+    assert not run.exists()
+
+
+def test_cli_train_help_shows_only_sentiment_options_with_defaults(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["train", "sentiment", "--help"])
+    assert done.value.code == 0
+    shown = capsys.readouterr().out
+    for flag in ("--train-file", "--test-file", "--text-column", "--label-column", "--run-dir", "--overwrite"):
+        assert flag in shown, flag
+    for flag in ("--init-from", "--init-encoder-from"):  # sentiment's own
+        assert flag in shown, flag
+    assert "(default: text)" in shown and "(default: label)" in shown
+    for foreign in ("--source-lang", "--target-lang", "--source-column", "--max-new-tokens", "--beam-width"):
+        assert foreign not in shown, foreign
+
+
+def test_cli_train_help_imports_no_tensorflow():
+    script = """
+import contextlib, io, sys
+from nlptool.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as shown, contextlib.suppress(SystemExit):
+    main(["train", "sentiment", "--help"])
+assert "--init-from" in shown.getvalue()
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
+def test_cli_refuses_a_run_directory_of_other_settings_and_overwrite_starts_afresh(csv_files, tmp_path, capsys):
+    run = tmp_path / "run"
+    first = train_args(csv_files, run, "--test-file", str(csv_files))
+    assert main(first) == 0
+    assert main(["export", str(run)]) == 0
+    assert (run / "metrics.json").is_file() and (run / "export" / "saved_model.pb").is_file()
+    capsys.readouterr()
+    files = {path: path.stat().st_mtime_ns for path in run.rglob("*")}
+
+    # the same command again: the run is finished
+    assert main(first) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run" in err and "--overwrite" in err and err.count("\n") == 1
+    # another config: refused, naming the key that differs
+    assert main([*first, "--set", "model.units=5"]) == 2
+    err = capsys.readouterr().err
+    assert "config.model.units: 4 in the run, 5 now" in err and "--overwrite" in err and err.count("\n") == 1
+    assert {path: path.stat().st_mtime_ns for path in run.rglob("*")} == files  # nothing touched
+
+    # --overwrite: a new run, without a file of the old one (no test file now, so no metrics.json)
+    assert main(train_args(csv_files, run, "--set", "model.units=5", "--overwrite")) == 0
+    for stale in ("metrics.json", "export", "confusion_matrix.png"):
+        assert not (run / stale).exists(), stale
+    assert len(pd.read_csv(run / "history.csv")) == 1  # the new run's one epoch, not appended to the old
+    assert runs.Run.open(run).config.model.units == 5
+    assert json.loads((run / "run.json").read_text())["data"]["test_file"] is None
+
+
+def test_cli_evaluate_another_file_reuses_the_runs_columns(cli_run, tmp_path, capsys):
+    other = tmp_path / "other.csv"
+    review_frame(repeat=1).iloc[2:10].to_csv(other, index=False)  # the columns `review` and `sentiment` only
+    capsys.readouterr()
+    assert main(["evaluate", str(cli_run), "--test-file", str(other)]) == 0
+    assert f"{other.resolve()}: 8 examples, accuracy" in capsys.readouterr().out
+    metrics = json.loads((cli_run / "metrics.json").read_text())
+    assert metrics["examples"] == 8 and metrics["split"] == str(other.resolve())
+    # a column given to evaluate replaces the run's for that role only
+    renamed = tmp_path / "renamed.csv"
+    review_frame(repeat=1).rename(columns={"review": "body"}).to_csv(renamed, index=False)
+    assert main(["evaluate", str(cli_run), "--test-file", str(renamed), "--text-column", "body"]) == 0
+    assert "12 examples" in capsys.readouterr().out
+    # without data: the run was trained without a test file, so evaluate says what to pass
+    assert main(["evaluate", str(cli_run)]) == 2
+    assert "--test-file" in capsys.readouterr().err
+
+
+def test_cli_predict_reads_standard_input_and_files(cli_run, tmp_path, capsys, monkeypatch):
+    texts = ["great fun", "dull and boring", "an unknown word"]
+    assert main(["predict", str(cli_run), *texts]) == 0
+    expected = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[-1] for line in expected] == texts
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(text + "\n" for text in texts)))
+    assert main(["predict", str(cli_run), "-"]) == 0
+    assert capsys.readouterr().out.splitlines() == expected
+    lines = tmp_path / "texts.txt"
+    lines.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    assert main(["predict", str(cli_run), "--input", str(lines)]) == 0
+    assert capsys.readouterr().out.splitlines() == expected
+    assert main(["predict", str(cli_run), "--input", str(lines), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["input"] for row in rows] == texts
+    assert [f"{row['label']}\t{row['probability']:.4f}\t{row['input']}" for row in rows] == expected
+    assert all(sorted(row["probabilities"]) == ["neg", "pos"] for row in rows)
+
+
+@pytest.mark.parametrize("command", ["generate", "translate"])
+def test_cli_other_tasks_commands_refuse_a_sentiment_run(cli_run, capsys, command):
+    assert main([command, str(cli_run), "great fun"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err
+    assert err.count("\n") == 1 and err.startswith("nlptool: error: ")
+    assert "is a sentiment run" in err and f"nlptool predict {cli_run}" in err
+
+
+def test_cli_trains_alike_on_csv_tsv_and_json_lines(tmp_path, capsys):
+    data = review_frame()
+    files = {
+        "csv": tmp_path / "train.csv",
+        "tsv": tmp_path / "train.tsv",
+        "jsonl": tmp_path / "train.jsonl",
+    }
+    data.to_csv(files["csv"], index=False)
+    data.to_csv(files["tsv"], sep="\t", index=False)
+    data.to_json(files["jsonl"], orient="records", lines=True)
+    histories, predictions = {}, {}
+    for kind, path in files.items():
+        run = tmp_path / f"run_{kind}"
+        assert main(train_args(path, run, "--test-file", str(path))) == 0, kind
+        assert "test: 36 examples, accuracy" in capsys.readouterr().out
+        assert json.loads((run / "run.json").read_text())["data"]["train_file"] == str(path.resolve())
+        histories[kind] = pd.read_csv(run / "history.csv")
+        assert main(["predict", str(run), "great fun", "dull and boring"]) == 0
+        predictions[kind] = capsys.readouterr().out
+    # the same rows in any format: the same training, to the last digit
+    for kind in ("tsv", "jsonl"):
+        pd.testing.assert_frame_equal(histories[kind], histories["csv"])
+        assert predictions[kind] == predictions["csv"]

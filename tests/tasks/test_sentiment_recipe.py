@@ -8,10 +8,14 @@ import sys
 from pathlib import Path
 
 from nlptool import config as config_lib
-from nlptool.tasks import language_model_steps, sentiment_steps
+from nlptool import runs, tasks
+from nlptool.models.language_model import token_stream
+from nlptool.tasks.base import DataSource
+from nlptool.tasks.language_model import first_words
 from nlptool.tasks.sentiment import SentimentConfig
 
 ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "data" / "sample_sentiment.csv"
 
 
 def test_recipe_pretrains_a_language_model_and_starts_the_classifier_from_it(tmp_path):
@@ -29,7 +33,7 @@ def test_recipe_pretrains_a_language_model_and_starts_the_classifier_from_it(tmp
     )
     run = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "recipes" / "sentiment.py"), "--csv", str(ROOT / "data" / "sample_sentiment.csv")]
+        [sys.executable, str(ROOT / "recipes" / "sentiment.py"), "--csv", str(SAMPLE)]
         + ["--config", str(classifier), "--pretrain", str(language_model), "--pretrain-words", "100"]
         + ["--run-dir", str(run)],
         capture_output=True,
@@ -39,13 +43,25 @@ def test_recipe_pretrains_a_language_model_and_starts_the_classifier_from_it(tmp
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lm_run = tmp_path / "run_language_model"
-    _, lm_tokenizer, _ = language_model_steps.load_run(lm_run)
-    _, tokenizer, _, _ = sentiment_steps.load_run(run)
+    lm = runs.Run.open(lm_run)
+    assert lm.task.name == "language-model" and lm.finished
+    lm_tokenizer = lm.load().preprocessing.tokenizers["text"]
+    sentiment = runs.Run.open(run)
+    assert sentiment.task.name == "sentiment" and sentiment.finished
+    tokenizer = sentiment.load().preprocessing.tokenizers["text"]
+    # the run records what the command line would: the CSV, its columns, and the language model it started from
+    request = json.loads((run / "run.json").read_text())
+    assert request["data"]["train_file"] == str(SAMPLE) and request["data"]["columns"] == {
+        "text": "text",
+        "label": "label",
+    }
+    assert request["options"] == {"init_encoder_from": str(lm_run)}
     # the language model read the first 100 words of the recipe's training share, no more
-    data = sentiment_steps.csv_data(ROOT / "data" / "sample_sentiment.csv", "text", "label", 1234, 0.25)
-    texts = language_model_steps.first_words(data.train["text"].tolist(), 100)
+    config = config_lib.resolve(SentimentConfig, [classifier])
+    data = tasks.get("sentiment").read_data(DataSource(train_file=SAMPLE), config)
+    texts = first_words(data.train["text"].tolist(), 100)
     assert 0 < len(texts) < len(data.train)
-    stream = language_model_steps.token_stream(lm_tokenizer, texts, "line")
+    stream = token_stream(lm_tokenizer, texts, "line")
     assert json.loads((lm_run / "training.json").read_text())["train_tokens"] == len(stream)
     # the classifier took the language model's tokeniser and sizes
     assert tokenizer.vocabulary == lm_tokenizer.vocabulary

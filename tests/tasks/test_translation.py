@@ -1,7 +1,9 @@
 """Translation on tiny models: the smoothed loss by hand, teacher forcing
-against step-by-step decoding, the pair batches, beam search scores, a model
-overfit on a handful of pairs (translation, export in a fresh process,
-attention plots, evaluation, exact resume), and the corpus readers' errors."""
+against step-by-step decoding, the encoder-decoder's hooks (a copy
+distribution, a coverage loss) against hand computations, the pair batches,
+beam search scores, a model overfit on a handful of pairs (translation, the
+task contract of tests/harness.py, export in a fresh process, attention
+plots, evaluation, exact resume), and the data readers' errors."""
 
 import os
 
@@ -9,28 +11,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import json
 import math
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from harness import call_export, run_task_test, train_tiny
 
 from nlptool import config as config_lib
-from nlptool import training
+from nlptool import runs, training
+from nlptool import tasks as task_registry
 from nlptool.data import datasets
-from nlptool.tasks import translation_steps as steps
-from nlptool.tasks.translation import (
-    RNNSearch,
-    TranslationConfig,
-    TranslationServing,
-    build_model,
-    smoothed_nll,
-)
+from nlptool.data.pairs import encode, pair_dataset
+from nlptool.errors import DataError, RunError, UsageError
+from nlptool.export import ExportError
+from nlptool.models.encoder_decoder import AttentionEncoderDecoder, build_model
+from nlptool.models.losses import smoothed_nll
+from nlptool.models.seq2seq_serving import EncoderDecoderServing
+from nlptool.tasks import seq2seq
+from nlptool.tasks.base import DataSource, Splits
+from nlptool.tasks.translation import TranslationConfig
 from nlptool.tokenizers import END_ID, PAD_ID, START_ID
-from nlptool.training import RunError
+
+TASK = task_registry.get("translation")
 
 # every side at least 4 words, so that corpus BLEU (up to 4-grams) is defined
 PAIRS = [
@@ -42,6 +46,7 @@ PAIRS = [
     ("zwei hunde laufen weg", "two dogs run away"),
 ]
 SOURCES = [s for s, _ in PAIRS]
+TARGETS = [t for _, t in PAIRS]
 TINY = [
     "tokenizer.kind=word",
     "tokenizer.vocab_size=40",
@@ -70,7 +75,12 @@ def pairs_frame(pairs):
 
 def corpus_of(pairs, copies=4):
     """The pairs `copies` times over for training, once for validation and test."""
-    return steps.ParallelCorpus(pairs_frame(pairs * copies), pairs_frame(pairs), pairs_frame(pairs))
+    return Splits(pairs_frame(pairs * copies), pairs_frame(pairs), pairs_frame(pairs))
+
+
+def tokenizers_of(config, splits):
+    preprocessing = TASK.prepare(config, splits)[1]
+    return preprocessing.tokenizers["source"], preprocessing.tokenizers["target"]
 
 
 def unpad(row):
@@ -82,13 +92,20 @@ def allowed(vocabulary_size):
     return np.array([i for i in range(vocabulary_size) if i not in BANNED])
 
 
+def log_softmax(x, axis=-1):
+    x = np.asarray(x, np.float64)
+    shifted = x - x.max(axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis, keepdims=True))
+
+
 @pytest.fixture(scope="module")
 def tokenizers():
-    return steps.make_tokenizers(tr_config(), corpus_of(PAIRS))
+    return tokenizers_of(tr_config(), corpus_of(PAIRS))
 
 
 class LastWeights(keras.callbacks.Callback):
-    """Keeps the model's weights at the end of the latest epoch (before EarlyStopping restores the best)."""
+    """Keeps the model's weights at the end of the latest epoch (before
+    EarlyStopping restores the best) and at the end of training."""
 
     def __init__(self, store):
         super().__init__()
@@ -96,6 +113,9 @@ class LastWeights(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.store["epoch"], self.store["weights"] = epoch, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        self.store["final"] = self.model.get_weights()
 
 
 def recording_last_weights(monkeypatch, store):
@@ -106,28 +126,35 @@ def recording_last_weights(monkeypatch, store):
 
 @pytest.fixture(scope="module")
 def overfit(tmp_path_factory):
-    """A run trained to reproduce PAIRS exactly: (run directory, config,
-    model returned by train, {"epoch", "weights"} at the end of the last epoch)."""
-    run = tmp_path_factory.mktemp("overfit") / "run"
-    config = tr_config()
+    """A run trained to reproduce PAIRS exactly, through the task contract of
+    tests/harness.py (config and .keras round trips, export, the same
+    predictions from the run, the export and a process without nlptool):
+    (Run, config, {"epoch", "weights"} at the end of the last epoch, "final" weights)."""
+    root = tmp_path_factory.mktemp("overfit")
     last = {}
     with pytest.MonkeyPatch.context() as monkeypatch:
         recording_last_weights(monkeypatch, last)
-        model, _, _ = steps.train(config, corpus_of(PAIRS), run, verbose=0)
-    return run, config, model, last
+        run = run_task_test(TASK, corpus_of(PAIRS), TINY, SOURCES, root, predict_options={"n_best": 3})
+    return run, tr_config(), last
 
 
 @pytest.fixture(scope="module")
-def translator(overfit):
-    return steps.Translator(overfit[0])
+def served(overfit):
+    """The serving signatures of the overfit run, built in process (the module kept alive with them)."""
+    module, signatures = TASK.serving_module(overfit[0].load())
+    return signatures, module
+
+
+@pytest.fixture(scope="module")
+def exported(overfit):
+    return overfit[0].path.parent / "export"  # written by run_task_test
 
 
 # === 1. the loss ===
 
 
 def hand_losses(logits, targets, eps):
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    log_probs = log_softmax(logits)
     loss = nll = 0.0
     count = 0
     for b, t in np.ndindex(targets.shape):
@@ -171,9 +198,9 @@ def test_smoothed_nll_of_uniform_logits_is_log_vocabulary_for_any_smoothing():
 # === 2. teacher forcing == step-by-step decoding ===
 
 
-def tiny_model(tie_embeddings, source_vocabulary=20, target_vocabulary=23, seed=3):
+def tiny_model(tie_embeddings=True, source_vocabulary=20, target_vocabulary=23, seed=3, cls=None, dropout=0.3):
     keras.utils.set_random_seed(seed)
-    model = RNNSearch(
+    model = (cls or AttentionEncoderDecoder)(
         source_vocabulary,
         target_vocabulary,
         embedding_dim=8,
@@ -181,7 +208,7 @@ def tiny_model(tie_embeddings, source_vocabulary=20, target_vocabulary=23, seed=
         encoder_layers=2,
         decoder_units=12,
         attention_units=10,
-        dropout=0.3,  # inactive outside training
+        dropout=dropout,  # inactive outside training
         tie_embeddings=tie_embeddings,
         seed=seed,
     )
@@ -189,8 +216,18 @@ def tiny_model(tie_embeddings, source_vocabulary=20, target_vocabulary=23, seed=
     return model
 
 
+def scrambled(model, seed=11):
+    """`model` with large random weights, so that the attention is far from
+    uniform (a fresh model's small embeddings make it nearly so)."""
+    rng = np.random.default_rng(seed)
+    for variable in model.trainable_variables:
+        variable.assign(rng.normal(scale=0.6, size=variable.shape).astype(np.float32))
+    return model
+
+
 SOURCE_BATCH = np.array([[5, 6, 7, 8, 3], [9, 3, 0, 0, 0], [10, 11, 12, 3, 0]], np.int32)
 TARGET_BATCH = np.array([[2, 4, 5, 6], [2, 7, 0, 0], [2, 8, 9, 10]], np.int32)
+TARGET_OUTPUT = np.array([[4, 5, 6, 3], [7, 3, 0, 0], [8, 9, 10, 3]], np.int32)  # shifted, with </s>
 
 
 @pytest.mark.parametrize("tie_embeddings", [True, False])
@@ -229,7 +266,273 @@ def test_padding_does_not_change_a_sentence_s_logits():
         np.testing.assert_allclose(alone_weights.numpy()[0], weights.numpy()[row, :n, :m], atol=1e-6)
 
 
-# === 3. pair batches ===
+# === 3. the encoder-decoder's hooks ===
+
+COPY_SHARE = 0.5
+
+
+class CopyMix(AttentionEncoderDecoder):
+    """p(y) = 0.5 softmax(logits)[y] + 0.5 sum_{j: x_j = y} alpha_j: half the
+    mass copied from the source through the attention (source and target
+    share their ids)."""
+
+    def output_scores(self, logits, step):
+        attention, source = step["attention"], step["source"]
+        one_hot = tf.one_hot(source, self.target_vocabulary_size, dtype=attention.dtype)  # (batch, source, vocabulary)
+        if attention.shape.rank == 2:  # decode_step: (batch, source_len)
+            copied = tf.matmul(attention[:, None, :], one_hot)[:, 0]
+        else:  # teacher forcing: (batch, target_len, source_len)
+            copied = tf.matmul(attention, one_hot)
+        return tf.math.log((1 - COPY_SHARE) * tf.nn.softmax(logits) + COPY_SHARE * copied)
+
+
+def hand_copy_log_probs(logits, weights, source):
+    """log(0.5 softmax(logits) + 0.5 attention scattered onto the source ids), in float64 NumPy."""
+    logits, weights = np.asarray(logits, np.float64), np.asarray(weights, np.float64)
+    probs = np.exp(log_softmax(logits))
+    copied = np.zeros_like(probs)
+    for b, t, j in np.ndindex(weights.shape):
+        copied[b, t, source[b, j]] += weights[b, t, j]
+    return np.log((1 - COPY_SHARE) * probs + COPY_SHARE * copied)
+
+
+def test_an_output_scores_hook_mixes_a_copy_distribution_into_training_and_decoding():
+    plain = scrambled(tiny_model(True))
+    copying = tiny_model(True, cls=CopyMix)
+    copying.set_weights(plain.get_weights())
+    source, target_input = tf.constant(SOURCE_BATCH), tf.constant(TARGET_BATCH)
+    logits, weights = (t.numpy() for t in plain((source, target_input)))
+    expected = hand_copy_log_probs(logits, weights, SOURCE_BATCH)
+    np.testing.assert_allclose(np.exp(expected).sum(-1), 1.0, atol=1e-6)  # a distribution
+
+    # teacher forcing: the hook's scores, with the attention unchanged
+    scores, copy_weights = (t.numpy() for t in copying((source, target_input)))
+    np.testing.assert_allclose(copy_weights, weights, atol=1e-7)
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    # not vacuous: the copy moves the source ids' scores well away from the plain log-softmax
+    assert np.abs(expected - log_softmax(logits)).max() > 0.5
+
+    # decode_step: the same scores step by step, given the source ids
+    memory, keys, mask, state = copying.encode(source)
+    keep = allowed(23)
+    for t in range(TARGET_BATCH.shape[1]):
+        step_scores, state, step_weights = copying.decode_step(
+            target_input[:, t], state, memory, keys, mask, source=source
+        )
+        step_scores = step_scores.numpy()
+        np.testing.assert_allclose(step_scores[:, keep], expected[:, t, keep], atol=1e-5, err_msg=f"step {t}")
+        np.testing.assert_allclose(step_weights.numpy(), weights[:, t], atol=1e-6, err_msg=f"step {t}")
+        assert (step_scores[:, BANNED] == -1e9).all()
+
+    # the training loss and the perplexity read the hook's distribution
+    logs = copying.test_step(((source, target_input), tf.constant(TARGET_OUTPUT)))
+    real = TARGET_OUTPUT != PAD_ID
+    hand_nll = -np.take_along_axis(expected, TARGET_OUTPUT[..., None], -1)[..., 0][real].mean()
+    assert float(logs["nll"]) == pytest.approx(hand_nll, rel=1e-5)
+    assert float(logs["perplexity"]) == pytest.approx(math.exp(hand_nll), rel=1e-5)
+
+
+def teacher_forced_log_prob(model, source, tokens):
+    """log P(tokens | source ids) under the model run by `call`, with <pad> and <s> banned as in decode_step."""
+    target_input = [START_ID] + tokens[:-1]
+    scores, _ = model((tf.constant([source]), tf.constant([target_input])))
+    scores = scores.numpy()[0].astype(np.float64)
+    scores[:, BANNED] = -np.inf
+    top = scores.max(-1, keepdims=True)
+    log_probs = scores - top - np.log(np.exp(scores - top).sum(-1, keepdims=True))
+    return float(sum(log_probs[t, token] for t, token in enumerate(tokens)))
+
+
+def test_the_serving_beam_search_decodes_with_the_output_scores_hook():
+    """Beam search through EncoderDecoderServing hands the (tiled) source ids
+    to the hook: its scores are the copy model's teacher-forced log-probabilities."""
+    config = tr_config("tokenizer.shared=true")
+    source_tokenizer, target_tokenizer = tokenizers_of(config, corpus_of(PAIRS))
+    assert source_tokenizer is target_tokenizer  # one vocabulary: a copied id is the same word
+    vocabulary = target_tokenizer.vocabulary_size()
+    keras.utils.set_random_seed(7)
+    plain = build_model(config, vocabulary, vocabulary)
+    copying = CopyMix.from_config(plain.get_config())
+    copying.build()
+    copying.set_weights(plain.get_weights())
+    module = EncoderDecoderServing(source_tokenizer, target_tokenizer, copying, config.decoding)
+    plain_module = EncoderDecoderServing(source_tokenizer, target_tokenizer, plain, config.decoding)
+    width, n_best = 3, 3
+    out = beam(module, DECODE_SOURCES, width, n_best, 0.6)
+    for row, text in enumerate(DECODE_SOURCES):
+        ids = source_ids(module, text)
+        for k in range(n_best):
+            length = int(out["lengths"][row, k])
+            tokens = out["ids"][row, k][:length].tolist()
+            expected = teacher_forced_log_prob(copying, ids, tokens) / ((5 + length) / 6) ** 0.6
+            assert out["score"][row, k] == pytest.approx(expected, abs=1e-4), (text, k)
+    greedy = {k: v.numpy() for k, v in module.greedy(tf.constant(DECODE_SOURCES)).items()}
+    one = beam(module, DECODE_SOURCES, 1, 1, 0.0)
+    np.testing.assert_array_equal(one["text"][:, 0], greedy["text"])
+    np.testing.assert_allclose(one["score"][:, 0], greedy["score"], rtol=1e-6)
+    # and the hook changes the decoding: the plain model scores the same hypotheses otherwise
+    assert not np.allclose(beam(plain_module, DECODE_SOURCES, width, n_best, 0.6)["score"], out["score"], atol=1e-3)
+
+
+COVERAGE_WEIGHT = 0.7
+
+
+def coverage(attention, targets):
+    """The coverage loss of See et al. (2017), scaled: COVERAGE_WEIGHT times
+    the mean over real target tokens of sum_j min(alpha_tj, sum_{t' < t} alpha_t'j)."""
+    covered = tf.cumsum(attention, axis=1, exclusive=True)
+    per_token = tf.reduce_sum(tf.minimum(attention, covered), axis=-1)
+    real = tf.cast(tf.not_equal(targets, PAD_ID), attention.dtype)
+    return COVERAGE_WEIGHT * tf.reduce_sum(per_token * real) / tf.reduce_sum(real)
+
+
+def hand_coverage(weights, targets):
+    weights = np.asarray(weights, np.float64)
+    total, count = 0.0, 0
+    for b, t in np.ndindex(targets.shape):
+        if targets[b, t] != PAD_ID:
+            covered = weights[b, :t].sum(0)
+            total += np.minimum(weights[b, t], covered).sum()
+            count += 1
+    return COVERAGE_WEIGHT * total / count
+
+
+class Coverage(AttentionEncoderDecoder):
+    extra_loss_names = ("coverage_loss",)
+
+    def extra_losses(self, outputs, targets):
+        return {"coverage_loss": coverage(outputs["attention"], targets)}
+
+
+LEARNING_RATE = 0.5
+
+
+def one_sgd_step(model, batch, validate=False):
+    """Fit `model` on one batch with plain SGD; returns the logs of that epoch."""
+    model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), jit_compile=False)
+    data = tf.data.Dataset.from_tensors(batch)
+    history = model.fit(data, validation_data=data if validate else None, epochs=1, shuffle=False, verbose=0)
+    return {name: values[0] for name, values in history.history.items()}
+
+
+def test_an_extra_losses_hook_is_logged_and_trained_on():
+    batch = ((tf.constant(SOURCE_BATCH), tf.constant(TARGET_BATCH)), tf.constant(TARGET_OUTPUT))
+    plain = scrambled(tiny_model(True, dropout=0.0))  # no dropout: training sees the attention computed here
+    covered = tiny_model(True, cls=Coverage, dropout=0.0)
+    covered.set_weights(plain.get_weights())
+    assert [m.name for m in covered.metrics] == ["smoothed_loss", "nll", "coverage_loss"]
+    _, weights = plain(batch[0])
+    expected = hand_coverage(weights.numpy(), TARGET_OUTPUT)
+    assert expected > 0.05  # the decoder attends to some source token twice
+    with tf.GradientTape() as tape:
+        term = coverage(covered(batch[0], training=True)[1], batch[1])
+    gradients = [
+        None if g is None else tf.convert_to_tensor(g) for g in tape.gradient(term, covered.trainable_variables)
+    ]
+    assert float(term) == pytest.approx(expected, rel=1e-5)
+    before = [v.numpy() for v in covered.trainable_variables]
+
+    plain_logs, covered_logs = one_sgd_step(plain, batch), one_sgd_step(covered, batch, validate=True)
+    # the logged term is the one of the step's forward pass; the NLL is untouched by it
+    assert covered_logs["coverage_loss"] == pytest.approx(expected, rel=1e-5)
+    assert "coverage_loss" not in plain_logs
+    for name in ("nll", "perplexity"):
+        assert covered_logs[name] == pytest.approx(plain_logs[name], rel=1e-6), name
+    # validation logs it too, from the updated weights
+    _, after_weights = covered(batch[0])
+    assert covered_logs["val_coverage_loss"] == pytest.approx(hand_coverage(after_weights, TARGET_OUTPUT), rel=1e-5)
+
+    # SGD: w' = w - rate * (gradient of the NLL + gradient of the term), so the
+    # two models' weights differ by rate times the term's gradient, and only there
+    moved = 0
+    for old, gradient, a, b in zip(before, gradients, plain.trainable_variables, covered.trainable_variables):
+        assert np.array_equal(a.numpy(), b.numpy()) == (gradient is None), a.path
+        if gradient is not None:
+            np.testing.assert_allclose(
+                (a.numpy() - b.numpy()) / LEARNING_RATE, gradient.numpy(), atol=2e-5, err_msg=a.path
+            )
+            moved += int(np.abs(gradient.numpy()).max() > 1e-4)
+        assert not np.array_equal(old, b.numpy()), a.path  # every weight trained
+    assert moved >= 5  # the encoder's, the attention's and the decoder's weights
+
+
+class ExplicitDefaults(AttentionEncoderDecoder):
+    """The hooks overridden by calls to the defaults."""
+
+    def output_scores(self, logits, step):
+        return super().output_scores(logits, step)
+
+    def extra_losses(self, outputs, targets):
+        return super().extra_losses(outputs, targets)
+
+
+def test_the_default_hooks_leave_the_numbers_of_translation_bit_identical():
+    # translation builds the plain encoder-decoder: no hook, no extra metric
+    preprocessing = TASK.prepare(tr_config(), corpus_of(PAIRS))[1]
+    model = TASK.build_model(tr_config(), preprocessing)
+    assert type(model) is AttentionEncoderDecoder and model.extra_loss_names == ()
+    assert [m.name for m in model.metrics] == ["smoothed_loss", "nll"]
+
+    plain = scrambled(tiny_model(True, dropout=0.0))
+    source, target_input = tf.constant(SOURCE_BATCH), tf.constant(TARGET_BATCH)
+    scores, weights = plain((source, target_input))
+    # the scores are the deep output's logits, bit for bit: the teacher-forced pass by hand, without the hooks
+    memory, keys, mask, state = plain.encode(source)
+    embedded = plain.target_embedding(target_input)
+    states, contexts, alignments = [], [], []
+    for t in range(TARGET_BATCH.shape[1]):
+        state, context, alpha = plain._recur(embedded[:, t], state, memory, keys, mask)
+        states.append(state), contexts.append(context), alignments.append(alpha)
+    by_hand = plain._logits(tf.stack(states, 1), tf.stack(contexts, 1), embedded)
+    np.testing.assert_array_equal(scores.numpy(), by_hand.numpy())
+    np.testing.assert_array_equal(weights.numpy(), tf.stack(alignments, 1).numpy())
+    step = {"attention": weights, "source": source}
+    assert plain.output_scores(scores, step) is scores
+    assert plain.extra_losses({"scores": scores, "attention": weights, "source": source}, TARGET_OUTPUT) == {}
+
+    # decode_step: the step's logits with <pad> and <s> banned, bit for bit
+    memory, keys, mask, state = plain.encode(source)
+    tokens = target_input[:, 0]
+    step_scores, _, _ = plain.decode_step(tokens, state, memory, keys, mask)
+    state, context, _ = plain._recur(plain.target_embedding(tokens), state, memory, keys, mask)
+    logits = plain._logits(state, context, plain.target_embedding(tokens)).numpy()
+    logits[:, BANNED] = -1e9
+    np.testing.assert_array_equal(step_scores.numpy(), logits)
+
+    # training: a plain model and one whose hooks call the defaults take the same step, bit for bit,
+    # and that step is the one of the label-smoothed loss alone
+    batch = ((source, target_input), tf.constant(TARGET_OUTPUT))
+    explicit = tiny_model(True, cls=ExplicitDefaults, dropout=0.0)
+    explicit.set_weights(plain.get_weights())
+    with tf.GradientTape() as tape:
+        loss_sum, _, count = smoothed_nll(plain(batch[0], training=True)[0], batch[1])
+        loss = loss_sum / count
+    expected = [
+        v.numpy() - LEARNING_RATE * tf.convert_to_tensor(g).numpy()
+        for v, g in zip(plain.trainable_variables, tape.gradient(loss, plain.trainable_variables))
+    ]
+    plain_logs, explicit_logs = one_sgd_step(plain, batch), one_sgd_step(explicit, batch)
+    assert plain_logs == explicit_logs and sorted(plain_logs) == ["loss", "nll", "perplexity"]
+    assert plain_logs["loss"] == pytest.approx(float(loss), rel=1e-6)
+    for a, b, want in zip(plain.trainable_variables, explicit.trainable_variables, expected):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+        np.testing.assert_allclose(a.numpy(), want, rtol=1e-5, atol=1e-6, err_msg=a.path)
+
+
+def test_train_on_batch_takes_the_step_of_fit():
+    """Keras hands train_step a sample weight (None) beside x and y outside fit; the step is the same."""
+    batch = ((tf.constant(SOURCE_BATCH), tf.constant(TARGET_BATCH)), tf.constant(TARGET_OUTPUT))
+    fitted = scrambled(tiny_model(True, dropout=0.0))
+    stepped = tiny_model(True, dropout=0.0)
+    stepped.set_weights(fitted.get_weights())
+    fit_logs = one_sgd_step(fitted, batch)
+    stepped.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), jit_compile=False)
+    logs = stepped.train_on_batch(*batch, return_dict=True)
+    assert logs == pytest.approx(fit_logs, rel=1e-6)
+    assert_same_weights(stepped.get_weights(), fitted.get_weights())
+
+
+# === 4. pair batches ===
 
 # sides of 1 to 6 words; the sources are distinct, so a source names its pair
 VARIED = [
@@ -250,7 +553,7 @@ VARIED = [
 
 @pytest.fixture(scope="module")
 def varied_tokenizers():
-    return steps.make_tokenizers(tr_config(), corpus_of(VARIED, copies=1))
+    return tokenizers_of(tr_config(), corpus_of(VARIED, copies=1))
 
 
 def batch_rows(dataset):
@@ -266,11 +569,11 @@ def batch_rows(dataset):
 def test_pair_dataset_adds_end_and_start_tokens_and_keeps_every_pair_once(varied_tokenizers):
     source_tokenizer, target_tokenizer = varied_tokenizers
     frame = pairs_frame(VARIED)
-    sources = steps.encode(source_tokenizer, frame["source"].tolist()).to_list()
-    targets = steps.encode(target_tokenizer, frame["target"].tolist()).to_list()
+    sources = encode(source_tokenizer, frame["source"].tolist()).to_list()
+    targets = encode(target_tokenizer, frame["target"].tolist()).to_list()
     expected = sorted((tuple(s), tuple(t)) for s, t in zip(sources, targets))
     for shuffle in (False, True):
-        rows = batch_rows(steps.pair_dataset(source_tokenizer, target_tokenizer, frame, 3, shuffle=shuffle, seed=1))
+        rows = batch_rows(pair_dataset(source_tokenizer, target_tokenizer, frame, 3, shuffle=shuffle, seed=1))
         for source, target_input, target_output in rows:
             assert source[-1] == END_ID and END_ID not in source[:-1]
             assert target_input[0] == START_ID and START_ID not in target_input[1:]
@@ -279,7 +582,7 @@ def test_pair_dataset_adds_end_and_start_tokens_and_keeps_every_pair_once(varied
 
 
 def test_pair_dataset_pads_with_zeros_on_the_right(varied_tokenizers):
-    dataset = steps.pair_dataset(*varied_tokenizers, pairs_frame(VARIED), 4)
+    dataset = pair_dataset(*varied_tokenizers, pairs_frame(VARIED), 4)
     for (source, target_input), target_output in dataset:
         for tensor in (source, target_input, target_output):
             ids = tensor.numpy()
@@ -293,19 +596,19 @@ def test_pair_dataset_pads_with_zeros_on_the_right(varied_tokenizers):
 def test_pair_dataset_max_length_drops_the_long_pairs(varied_tokenizers):
     frame = pairs_frame(VARIED)
     max_length = 5
-    rows = batch_rows(steps.pair_dataset(*varied_tokenizers, frame, 2, max_length=max_length))
+    rows = batch_rows(pair_dataset(*varied_tokenizers, frame, 2, max_length=max_length))
     kept = sorted(tuple(source) for source, _, _ in rows)
     # the model's sequences (with </s> or <s>) hold at most max_length tokens
     source_tokenizer, target_tokenizer = varied_tokenizers
-    sources = steps.encode(source_tokenizer, frame["source"].tolist()).to_list()
-    targets = steps.encode(target_tokenizer, frame["target"].tolist()).to_list()
+    sources = encode(source_tokenizer, frame["source"].tolist()).to_list()
+    targets = encode(target_tokenizer, frame["target"].tolist()).to_list()
     expected = sorted(
         tuple(s) + (END_ID,) for s, t in zip(sources, targets) if len(s) + 1 <= max_length and len(t) + 1 <= max_length
     )
     assert kept == expected
     assert 0 < len(kept) < len(VARIED) - 2
-    with pytest.raises(RunError, match="No sentence pair of 12"):
-        steps.pair_dataset(*varied_tokenizers, frame, 2, max_length=1)
+    with pytest.raises(DataError, match="No sentence pair of 12"):
+        pair_dataset(*varied_tokenizers, frame, 2, max_length=1)
 
 
 def test_shuffled_order_is_a_function_of_seed_and_epoch(varied_tokenizers):
@@ -317,9 +620,9 @@ def test_shuffled_order_is_a_function_of_seed_and_epoch(varied_tokenizers):
 
     def order(seed, epoch_value, shuffle=True):
         variable = tf.Variable(epoch_value, dtype=tf.int64)
-        return sources(steps.pair_dataset(*varied_tokenizers, frame, 2, shuffle=shuffle, seed=seed, epoch=variable))
+        return sources(pair_dataset(*varied_tokenizers, frame, 2, shuffle=shuffle, seed=seed, epoch=variable))
 
-    dataset = steps.pair_dataset(*varied_tokenizers, frame, 2, shuffle=True, seed=7, epoch=epoch)
+    dataset = pair_dataset(*varied_tokenizers, frame, 2, shuffle=True, seed=7, epoch=epoch)
     first = sources(dataset)
     assert sources(dataset) == first  # read again: the same epoch
     assert order(7, 0) == first  # a fresh pipeline, the same epoch value
@@ -333,36 +636,25 @@ def test_shuffled_order_is_a_function_of_seed_and_epoch(varied_tokenizers):
     assert order(7, 0, shuffle=False) == order(8, 1, shuffle=False)  # unshuffled: the frame's order, bucketed
 
 
-# === 4. decoding through the translation module (an untrained model) ===
+# === 5. decoding through the serving module (an untrained model) ===
 
 DECODE_SOURCES = ["ein hund läuft schnell", "der", "", "zwei hunde laufen weg ein kind spielt", "unbekannt wort"]
 
 
 @pytest.fixture(scope="module")
 def untrained(tokenizers):
-    """TranslationServing on a seeded untrained model: it ends some
+    """EncoderDecoderServing on a seeded untrained model: it ends some
     hypotheses at once and runs others to the length limit."""
     config = tr_config()
     keras.utils.set_random_seed(5)
     source_tokenizer, target_tokenizer = tokenizers
     model = build_model(config, source_tokenizer.vocabulary_size(), target_tokenizer.vocabulary_size())
-    return TranslationServing(source_tokenizer, target_tokenizer, model, config.decoding), config
+    return EncoderDecoderServing(source_tokenizer, target_tokenizer, model, config.decoding), config
 
 
 def source_ids(module, text):
     """The model's source ids of `text`: its tokens then </s>."""
     return [int(i) for i in module.source_tokenizer.tokenize(tf.constant([text])).to_list()[0]] + [END_ID]
-
-
-def teacher_forced_log_prob(module, source, tokens):
-    """log P(tokens | source) under the model run by `call`, with <pad> and <s> banned as in decode_step."""
-    target_input = [START_ID] + tokens[:-1]
-    logits, _ = module.model((tf.constant([source_ids(module, source)]), tf.constant([target_input])))
-    logits = logits.numpy()[0].astype(np.float64)
-    logits[:, BANNED] = -np.inf
-    top = logits.max(-1, keepdims=True)
-    log_probs = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
-    return float(sum(log_probs[t, token] for t, token in enumerate(tokens)))
 
 
 def length_limit(module, config, text):
@@ -389,7 +681,7 @@ def test_beam_width_one_is_greedy_decoding(untrained):
     tokens = tf.fill([len(rows)], START_ID)
     chosen, chosen_log_probs = [], []
     for _ in range(max(one["lengths"][:, 0])):
-        logits, state, _ = model.decode_step(tokens, state, memory, keys, mask)
+        logits, state, _ = model.decode_step(tokens, state, memory, keys, mask, source=padded)
         log_probs = tf.nn.log_softmax(logits).numpy()
         chosen.append(log_probs.argmax(-1))
         chosen_log_probs.append(log_probs.max(-1))
@@ -431,7 +723,9 @@ def test_beam_search_scores_are_gnmt_normalised_log_probabilities(untrained, wid
             else:
                 assert length == limit  # only the limit stops a hypothesis without </s>
                 cut_off += 1
-            expected = teacher_forced_log_prob(module, text, tokens) / ((5 + length) / 6) ** 0.6
+            expected = (
+                teacher_forced_log_prob(module.model, source_ids(module, text), tokens) / ((5 + length) / 6) ** 0.6
+            )
             assert scores[k] == pytest.approx(expected, abs=1e-4), (text, k)
         # the n-best are distinct hypotheses
         assert len({tuple(out["ids"][row, k]) for k in range(n_best)}) == n_best
@@ -452,96 +746,137 @@ def test_the_serving_signature_is_the_default_beam_search(untrained):
         beam(module, DECODE_SOURCES[:1], 2, 3, 0.6)
 
 
-# === 5. a model overfit on PAIRS: translation and export ===
+def test_a_batch_of_empty_texts_decodes_like_an_empty_text_among_others(untrained):
+    """A batch whose texts are all empty tokenises to no column at all; it
+    still decodes (up to the length limit) and draws attention."""
+    module, _ = untrained
+    row = DECODE_SOURCES.index("")
+    alone, among = beam(module, [""], 3, 2, 0.6), beam(module, DECODE_SOURCES, 3, 2, 0.6)
+    np.testing.assert_array_equal(alone["text"][0], among["text"][row])
+    np.testing.assert_allclose(alone["score"][0], among["score"][row], rtol=1e-5)
+    greedy_alone, greedy_among = module.greedy(tf.constant([""])), module.greedy(tf.constant(DECODE_SOURCES))
+    assert greedy_alone["text"].numpy()[0] == greedy_among["text"].numpy()[row]
+    assert module.serve(tf.constant([""]))["text"].numpy()[0] == among["text"][row, 0]
+    signatures = {"attention": module.attention}
+    weights, source_pieces, target_pieces = seq2seq.attention(signatures, "ein hund", "")
+    assert (source_pieces, target_pieces) == (["ein", "hund", "</s>"], ["</s>"])
+    np.testing.assert_allclose(weights.sum(-1), [1.0], atol=1e-6)
+    weights, source_pieces, target_pieces = seq2seq.attention(signatures, "", "a dog")
+    assert (source_pieces, target_pieces) == (["</s>"], ["a", "dog", "</s>"])
+    np.testing.assert_array_equal(weights, np.ones((3, 1)))
 
-TARGETS = [t for _, t in PAIRS]
+
+# === 6. a model overfit on PAIRS: translation and export ===
 
 
-def texts(results):
-    return [hypotheses[0][0] for hypotheses in results]
+def texts(rows):
+    return [row["text"] for row in rows]
 
 
-def test_the_overfit_model_translates_its_training_pairs(translator):
-    assert texts(translator.translate(SOURCES, greedy=True)) == TARGETS
-    assert texts(translator.translate(SOURCES, beam_width=3)) == TARGETS
-    assert translator.defaults["beam_width"] == 3
-    default = translator.translate(SOURCES)  # the run's beam width and length penalty
-    assert default == translator.translate(SOURCES, beam_width=3, length_penalty=0.6)
-    n_best = translator.translate(SOURCES, beam_width=3, n_best=3)
-    for hypotheses, best in zip(n_best, default):
-        assert len(hypotheses) == 3 and len({text for text, _ in hypotheses}) == 3
-        assert hypotheses[0][0] == best[0][0] and hypotheses[0][1] == pytest.approx(best[0][1])
-        scores = [score for _, score in hypotheses]
+def hypotheses(rows):
+    """Each row's n-best (text, score) pairs; the row's text and score are its first."""
+    for row in rows:
+        assert (row["text"], row["score"]) == row["n_best"][0]
+    return [row["n_best"] for row in rows]
+
+
+def assert_rows_close(first, second):
+    """The same texts, and scores to float32 precision."""
+    first, second = hypotheses(first), hypotheses(second)
+    assert [[text for text, _ in row] for row in first] == [[text for text, _ in row] for row in second]
+    np.testing.assert_allclose(
+        [[s for _, s in row] for row in first], [[s for _, s in row] for row in second], atol=1e-5
+    )
+
+
+def decoding_defaults(signatures):
+    return {k: v.numpy().item() for k, v in signatures["decoding_defaults"]().items()}
+
+
+def test_the_overfit_model_translates_its_training_pairs(overfit, served):
+    run = overfit[0]
+    assert texts(run.predict(SOURCES, greedy=True)) == TARGETS
+    assert texts(run.predict(SOURCES, beam_width=3)) == TARGETS
+    assert decoding_defaults(served[0])["beam_width"] == 3
+    default = run.predict(SOURCES)  # the run's beam width and length penalty
+    assert default == run.predict(SOURCES, beam_width=3, length_penalty=0.6)
+    assert default == runs.load(run.path).predict(SOURCES)  # the run opened afresh
+    n_best = hypotheses(run.predict(SOURCES, beam_width=3, n_best=3))
+    for row, best in zip(n_best, hypotheses(default)):
+        assert len(row) == 3 and len({text for text, _ in row}) == 3
+        assert row[0][0] == best[0][0] and row[0][1] == pytest.approx(best[0][1])
+        scores = [score for _, score in row]
         assert scores == sorted(scores, reverse=True) and scores[0] > scores[1]
-    for [(_, score)] in translator.translate(SOURCES, greedy=True):
+    for [(_, score)] in hypotheses(run.predict(SOURCES, greedy=True)):
         assert -0.5 < score < 0  # a log-probability near 1
 
 
-@pytest.fixture(scope="module")
-def exported(overfit):
-    out = overfit[0].parent / "export"
-    steps.export(overfit[0], out)
-    return out
-
-
-def test_export_in_a_fresh_process_translates_the_same(overfit, translator, exported):
-    script = f"""
-import json, sys, tensorflow as tf
-loaded = tf.saved_model.load({str(exported)!r})
-sources = tf.constant({SOURCES + ["", "hund ein unbekannt"]!r})
-rows = lambda t: t.numpy().reshape(len({SOURCES!r}) + 2, -1).tolist()
-texts = lambda t: [[s.decode() for s in row] for row in rows(t)]
-default = loaded.signatures["serving_default"](source=sources)
-beam = loaded.signatures["beam_search"](source=sources, beam_width=tf.constant(3), n_best=tf.constant(2),
-                                         length_penalty=tf.constant(0.6))
-greedy = loaded.signatures["greedy"](source=sources)
-defaults = {{k: v.numpy().item() for k, v in loaded.signatures["decoding_defaults"]().items()}}
-assert "nlptool" not in sys.modules
-print(json.dumps({{
-    "default_keys": sorted(default), "default": [texts(default["text"]), rows(default["score"])],
-    "beam": [texts(beam["text"]), rows(beam["score"])],
-    "greedy": [texts(greedy["text"]), rows(greedy["score"])],
-    "defaults": defaults,
-}}))
-"""
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+def test_export_in_a_fresh_process_translates_the_same(overfit, exported):
+    run = overfit[0]
     sources = SOURCES + ["", "hund ein unbekannt"]
-    for name, in_process in [
-        ("default", translator.translate(sources)),
-        ("beam", translator.translate(sources, beam_width=3, n_best=2)),
-        ("greedy", translator.translate(sources, greedy=True)),
+    strings = (sources, "string")
+    beam_inputs = {
+        "source": strings,
+        "beam_width": (3, "int32"),
+        "n_best": (2, "int32"),
+        "length_penalty": (0.6, "float32"),
+    }
+    default, beam_out, greedy, defaults = call_export(  # word tokenisers: no tensorflow_text needed
+        exported,
+        [
+            ("serving_default", {"source": strings}),
+            ("beam_search", beam_inputs),
+            ("greedy", {"source": strings}),
+            ("decoding_defaults", {}),
+        ],
+    )
+    rows = lambda values: np.reshape(np.array(values, dtype=object), (len(sources), -1)).tolist()  # noqa: E731
+    for name, outputs, in_process in [
+        ("default", default, run.predict(sources)),
+        ("beam", beam_out, run.predict(sources, beam_width=3, n_best=2)),
+        ("greedy", greedy, run.predict(sources, greedy=True)),
     ]:
-        exported_texts, exported_scores = result[name]
-        assert exported_texts == [[text for text, _ in row] for row in in_process], name
-        np.testing.assert_allclose(exported_scores, [[s for _, s in row] for row in in_process], rtol=1e-5, atol=1e-6)
-    assert [row[0] for row in result["default"][0][: len(PAIRS)]] == TARGETS
-    assert result["default_keys"] == ["score", "text"]
-    assert result["defaults"] == pytest.approx(
+        in_process = hypotheses(in_process)
+        assert rows(outputs["text"]) == [[text for text, _ in row] for row in in_process], name
+        np.testing.assert_allclose(
+            np.array(rows(outputs["score"]), float), [[s for _, s in row] for row in in_process], rtol=1e-5, atol=1e-6
+        )
+    assert default["text"][: len(PAIRS)] == TARGETS
+    assert sorted(default) == ["score", "text"]
+    assert defaults == pytest.approx(
         {"beam_width": 3, "length_penalty": 0.6, "max_length_ratio": 1.5, "max_length_offset": 10}
     )
-    with pytest.raises(steps.export_lib.ExportError, match="already exists"):
-        steps.export(overfit[0], exported)
+    # the export in this process: the same predictions, and what it says about itself
+    loaded = runs.load(exported)
+    assert isinstance(loaded, runs.Exported) and loaded.task is TASK
+    assert_rows_close(loaded.predict(sources, beam_width=3, n_best=2), run.predict(sources, beam_width=3, n_best=2))
+    info = json.loads((exported / "assets.extra" / "nlptool.json").read_text())
+    assert info["task"] == "translation" and info["tensorflow_text"] is False
+    assert info["signatures"] == list(TASK.signatures)
+    with pytest.raises(ExportError, match="already exists"):
+        run.export(exported)
+    with pytest.raises(RunError, match="is an export"):
+        loaded.evaluate(pairs_frame(PAIRS))
 
 
-# === 6. attention ===
+# === 7. attention ===
 
 
-def test_attention_rows_are_distributions_over_source_pieces(translator, exported):
-    weights, source_pieces, target_pieces = translator.attention("ein hund läuft schnell", "the woman reads a lot")
+def test_attention_rows_are_distributions_over_source_pieces(served, exported):
+    signatures = served[0]
+    weights, source_pieces, target_pieces = seq2seq.attention(
+        signatures, "ein hund läuft schnell", "the woman reads a lot"
+    )
     assert source_pieces == ["ein", "hund", "läuft", "schnell", "</s>"]
     assert target_pieces == ["the", "woman", "reads", "a", "lot", "</s>"]
     assert weights.shape == (6, 5)
     np.testing.assert_allclose(weights.sum(1), 1.0, atol=1e-5)
     assert (weights >= 0).all()
-    unknown = translator.attention("hund", "a zebra")
+    unknown = seq2seq.attention(signatures, "hund", "a zebra")
     assert unknown[1] == ["hund", "</s>"] and unknown[2] == ["a", "<unk>", "</s>"]
     assert unknown[0].shape == (3, 2)
     # the exported model gives the same weights
-    again = steps.Translator(exported).attention("ein hund läuft schnell", "the woman reads a lot")
+    again = seq2seq.attention(runs.load(exported).signatures, "ein hund läuft schnell", "the woman reads a lot")
     np.testing.assert_allclose(again[0], weights, atol=1e-6)
     assert again[1:] == (source_pieces, target_pieces)
 
@@ -549,13 +884,13 @@ def test_attention_rows_are_distributions_over_source_pieces(translator, exporte
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def test_plot_attention_writes_a_png(translator, tmp_path):
+def test_plot_attention_writes_a_png(overfit, served, tmp_path):
     import matplotlib.image
     import matplotlib.pyplot as plt
 
     out = tmp_path / "plots" / "attention.png"
-    target = steps.plot_attention(translator, "ein hund läuft schnell", out)
-    assert target == "a dog runs fast"  # the model's own translation
+    rows = overfit[0].predict(["ein hund läuft schnell"], plot_attention=out)
+    assert texts(rows) == ["a dog runs fast"]  # the model's own translation is drawn
     assert out.read_bytes()[:8] == PNG_SIGNATURE
     image = matplotlib.image.imread(out)
     # figsize (1.5 + 0.45 * 5 pieces, 1.2 + 0.38 * 5 pieces) inches at 120 dpi (up to rounding)
@@ -566,11 +901,15 @@ def test_plot_attention_writes_a_png(translator, tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["attention.png"]
     assert plt.get_fignums() == []  # the figure is closed
     # with a given target, that is drawn
-    assert steps.plot_attention(translator, "ein hund läuft schnell", out, target="a dog") == "a dog"
+    assert seq2seq.draw_attention(served[0], "ein hund läuft schnell", "a dog", out) == out
     assert abs(matplotlib.image.imread(out).shape[0] - 120 * (1.2 + 0.38 * 3)) < 1  # 2 pieces and </s>
+    # one sentence a plot
+    with pytest.raises(UsageError, match="one sentence"):
+        overfit[0].predict(SOURCES[:2], plot_attention=tmp_path / "two.png")
+    assert not (tmp_path / "two.png").exists()
 
 
-def test_a_failing_plot_leaves_no_partial_file(translator, tmp_path, monkeypatch):
+def test_a_failing_plot_leaves_no_partial_file(served, tmp_path, monkeypatch):
     import matplotlib.figure
     import matplotlib.pyplot as plt
 
@@ -578,28 +917,34 @@ def test_a_failing_plot_leaves_no_partial_file(translator, tmp_path, monkeypatch
         stream.write(PNG_SIGNATURE + b"truncated")
         raise OSError("disk full")
 
+    signatures = served[0]
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken_savefig)
     with pytest.raises(OSError, match="disk full"):
-        steps.plot_attention(translator, "der mann isst brot", tmp_path / "new.png", target="the man")
+        seq2seq.draw_attention(signatures, "der mann isst brot", "the man", tmp_path / "new.png")
     assert list(tmp_path.iterdir()) == []
     previous = tmp_path / "old.png"
     previous.write_bytes(b"previous plot")
     with pytest.raises(OSError, match="disk full"):
-        steps.plot_attention(translator, "der mann isst brot", previous, target="the man")
+        seq2seq.draw_attention(signatures, "der mann isst brot", "the man", previous)
     assert previous.read_bytes() == b"previous plot"
     assert [p.name for p in tmp_path.iterdir()] == ["old.png"]
     assert plt.get_fignums() == []
 
 
-# === 7. evaluation ===
+# === 8. evaluation ===
+
+METRIC_KEYS = ["beam", "bleu", "chrf", "greedy", "length_penalty", "pairs", "perplexity", "split"]
 
 
 def test_evaluate_scores_the_overfit_model_perfectly_on_its_training_pairs(overfit):
     run = overfit[0]
+    # training evaluated the test split (PAIRS) already
+    assert sorted(run.metrics) == METRIC_KEYS and run.metrics["split"] == "test"
+    assert run.metrics["bleu"] == pytest.approx(100.0)
     pairs = pairs_frame(PAIRS)
-    metrics = steps.evaluate(run, pairs, split_name="train")
-    assert json.loads((run / "metrics.json").read_text()) == metrics
-    assert sorted(metrics) == ["beam", "bleu", "chrf", "greedy", "length_penalty", "pairs", "perplexity", "split"]
+    metrics = run.evaluate(pairs, split="train")
+    assert json.loads((run.path / "metrics.json").read_text()) == metrics
+    assert sorted(metrics) == METRIC_KEYS
     assert metrics["split"] == "train" and metrics["pairs"] == len(PAIRS)
     for name, width in (("beam", 3), ("greedy", 1)):
         assert metrics[name]["bleu"] == pytest.approx(100.0)
@@ -607,28 +952,36 @@ def test_evaluate_scores_the_overfit_model_perfectly_on_its_training_pairs(overf
         assert metrics[name]["beam_width"] == width
         assert metrics[name]["bleu_signature"].startswith("nrefs:1|")
     assert (metrics["bleu"], metrics["chrf"]) == (metrics["beam"]["bleu"], metrics["beam"]["chrf"])
+    assert metrics["perplexity"] == pytest.approx(run.metrics["perplexity"], rel=1e-6)  # the same pairs
     # perplexity: exp of the mean nll per reference token (</s> included), by hand from the model
-    _, source_tokenizer, target_tokenizer, model = steps.load_run(run)
+    trained = runs.Run.open(run.path).load()
+    source_tokenizer, target_tokenizer = (trained.preprocessing.tokenizers[role] for role in ("source", "target"))
     total = count = 0.0
-    for (source, target_input), target_output in steps.pair_dataset(source_tokenizer, target_tokenizer, pairs, 4):
-        _, nll, n = smoothed_nll(model((source, target_input))[0], target_output)
+    for (source, target_input), target_output in pair_dataset(source_tokenizer, target_tokenizer, pairs, 4):
+        _, nll, n = smoothed_nll(trained.model((source, target_input))[0], target_output)
         total, count = total + float(nll), count + float(n)
     assert count == sum(len(t.split()) + 1 for t in TARGETS)
     assert metrics["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)
     assert 1.0 <= metrics["perplexity"] < 1.2
-    table = pd.read_csv(run / "translations.tsv", sep="\t", keep_default_na=False)
+    table = pd.read_csv(run.path / "translations.tsv", sep="\t", keep_default_na=False)
     assert list(table.columns) == ["source", "reference", "beam", "greedy"]
     assert table["source"].tolist() == SOURCES and table["reference"].tolist() == TARGETS
     assert table["beam"].tolist() == table["greedy"].tolist() == TARGETS
+    # a wider beam on request
+    assert run.evaluate(pairs, beam_width=2)["beam"]["beam_width"] == 2
+    # the run was given data in memory: evaluate needs them named
+    with pytest.raises(UsageError, match="trained without test data"):
+        runs.Run.open(run.path).evaluate()
 
 
 def test_evaluate_on_wrong_references_scores_low(overfit):
     pairs = pairs_frame([(s, t) for s, t in zip(SOURCES, TARGETS[1:] + TARGETS[:1])])
-    metrics = steps.evaluate(overfit[0], pairs)
+    metrics = overfit[0].evaluate(pairs)
+    assert metrics["split"] == "test"
     assert metrics["bleu"] < 20 and metrics["perplexity"] > 10
 
 
-# === 8. exact resume ===
+# === 9. exact resume ===
 
 
 def assert_same_weights(a, b):
@@ -637,10 +990,14 @@ def assert_same_weights(a, b):
         np.testing.assert_array_equal(x, y)
 
 
+def without_seconds(metrics):
+    return {k: without_seconds(v) if isinstance(v, dict) else v for k, v in metrics.items() if k != "seconds"}
+
+
 def test_resume_after_interruption_gives_the_uninterrupted_run(overfit, tmp_path, monkeypatch, interrupted_at_epoch):
-    straight, config, straight_model, straight_last = overfit
+    straight, config, straight_last = overfit
     assert config.model.dropout > 0  # the dropout masks must resume too
-    reference = pd.read_csv(straight / "history.csv")
+    reference = pd.read_csv(straight.path / "history.csv")
     epochs = config.training.epochs
     assert reference["epoch"].tolist() == list(range(epochs)) and straight_last["epoch"] == epochs - 1
     # interrupt right after the best epoch when there is a later one: the
@@ -650,95 +1007,165 @@ def test_resume_after_interruption_gives_the_uninterrupted_run(overfit, tmp_path
     run, last = tmp_path / "run", {}
     recording_last_weights(monkeypatch, last)
     with interrupted_at_epoch(stop):
-        steps.train(config, corpus_of(PAIRS), run, verbose=0)
+        train_tiny(TASK, corpus_of(PAIRS), TINY, run)
     assert pd.read_csv(run / "history.csv")["epoch"].tolist() == list(range(stop))
-    assert (run / "backup").is_dir()
-    model, _, _ = steps.train(config, corpus_of(PAIRS), run, verbose=0)
+    assert (run / "backup").is_dir() and not runs.Run.open(run).finished
+    # another request is refused, naming the difference, and leaves the run as it was
+    with pytest.raises(RunError, match="training.learning_rate: 0.02 in the run, 0.03 now"):
+        train_tiny(TASK, corpus_of(PAIRS), [*TINY, "training.learning_rate=0.03"], run)
+    resumed = train_tiny(TASK, corpus_of(PAIRS), TINY, run)  # the same request: resumes
     assert not (run / "backup").exists()  # removed once the fit completes
+    assert resumed.finished
 
     pd.testing.assert_frame_equal(pd.read_csv(run / "history.csv"), reference)
     assert last["epoch"] == epochs - 1
     assert_same_weights(last["weights"], straight_last["weights"])  # the weights after the last epoch
 
-    # the best checkpoint and the model train() returns: the best epoch's weights
-    resumed_best, straight_best = steps.load_run(run)[3].get_weights(), steps.load_run(straight)[3].get_weights()
-    assert_same_weights(straight_model.get_weights(), straight_best)
+    # the best checkpoint and the model at the end of training: the best epoch's weights
+    resumed_best, straight_best = resumed.load().model.get_weights(), straight.load().model.get_weights()
+    assert_same_weights(straight_last["final"], straight_best)
     assert_same_weights(resumed_best, straight_best)
-    assert_same_weights(model.get_weights(), straight_best)
+    assert_same_weights(last["final"], straight_best)
+    assert without_seconds(resumed.metrics) == without_seconds(straight.metrics)  # the test split, evaluated
+    # finished: the same request again is refused
+    with pytest.raises(RunError, match="finished run"):
+        train_tiny(TASK, corpus_of(PAIRS), TINY, run)
 
 
-# === 9. corpora ===
+def test_the_task_contract_with_sentencepiece_tokenizers(tmp_path, interrupted_at_epoch):
+    """The default (SentencePiece) tokenisers through tests/harness.py: the
+    export runs in a process that has only tensorflow_text besides
+    TensorFlow, and an interrupted run resumes to the same weights."""
+    overrides = [o for o in TINY if not o.startswith(("tokenizer.", "training.epochs"))]
+    overrides += ["tokenizer.vocab_size=40", "training.epochs=3"]
+    run = run_task_test(
+        TASK,
+        corpus_of(PAIRS),
+        overrides,
+        SOURCES[:3],
+        tmp_path,
+        predict_options={"beam_width": 2, "n_best": 2},
+        resume=True,
+        tensorflow_text=True,
+        interrupted_at_epoch=interrupted_at_epoch,
+    )
+    assert type(run.load().preprocessing.tokenizers["source"]).__name__ == "SentencePieceTokenizer"
+    info = json.loads((tmp_path / "export" / "assets.extra" / "nlptool.json").read_text())
+    assert info["tensorflow_text"] is True
 
 
-def write_csv(path, text):
+# === 10. data ===
+
+
+def write_file(path, text):
     path.write_text(text, encoding="utf-8")
     return path
 
 
-def test_csv_corpus_reads_the_named_columns_as_text(tmp_path):
-    train = write_csv(tmp_path / "train.csv", "de,en,note\nein hund,a dog,x\nzwei,2,y\nnull,007,z\n")
-    validation = write_csv(tmp_path / "valid.csv", "en,de\n3.50,drei fünfzig\n")
-    corpus = steps.csv_corpus(train, "de", "en", validation_csv=validation, test_csv=validation)
+def read_files(train, columns, validation=None, test=None, *overrides, **source):
+    return TASK.read_data(
+        DataSource(train_file=train, validation_file=validation, test_file=test, columns=columns, **source),
+        tr_config(*overrides),
+    )
+
+
+DE_EN = {"source": "de", "target": "en"}
+
+
+def test_file_pairs_read_the_named_columns_as_text(tmp_path):
+    train = write_file(tmp_path / "train.csv", "de,en,note\nein hund,a dog,x\nzwei,2,y\nnull,007,z\n")
+    validation = write_file(tmp_path / "valid.csv", "en,de\n3.50,drei fünfzig\n")
+    test = write_file(tmp_path / "test.jsonl", '{"de": "drei fünfzig", "en": "3.50"}\n')
+    corpus = read_files(train, DE_EN, validation, test)
     assert corpus.train.to_dict("list") == {"source": ["ein hund", "zwei", "null"], "target": ["a dog", "2", "007"]}
     assert corpus.validation.to_dict("list") == {"source": ["drei fünfzig"], "target": ["3.50"]}
-    assert corpus.test.to_dict("list") == corpus.validation.to_dict("list")
+    assert corpus.test.to_dict("list") == corpus.validation.to_dict("list")  # JSON Lines reads the same
     assert all(isinstance(t, str) for t in corpus.train["target"])
-    assert steps.csv_corpus(train, "de", "en", validation_csv=validation).test is None
+    assert read_files(train, DE_EN, validation).test is None
+    assert len(read_files(train, DE_EN, validation, max_train_examples=2).train) == 2
+    # a TSV file, and the test file `evaluate` reads
+    tsv = write_file(tmp_path / "pairs.tsv", "de\ten\nein hund\ta dog\n")
+    pairs, name = TASK.read_split(DataSource(test_file=tsv, columns=DE_EN), tr_config())
+    assert pairs.to_dict("list") == {"source": ["ein hund"], "target": ["a dog"]} and name == str(tsv)
+    # the default columns are named after the roles
+    roles = write_file(tmp_path / "roles.csv", "target,source\na dog,ein hund\n")
+    assert read_files(roles, {}, roles).train.to_dict("list") == {"source": ["ein hund"], "target": ["a dog"]}
 
 
-def test_csv_corpus_errors_name_the_file_and_the_fault(tmp_path):
-    train = write_csv(tmp_path / "train.csv", "de,en\nein hund,a dog\neine katze,\nder mann,the man\n")
-    with pytest.raises(RunError) as error:
-        steps.csv_corpus(train, "de", "english")
-    assert str(train) in str(error.value) and "'english'" in str(error.value) and "['de', 'en']" in str(error.value)
-    with pytest.raises(RunError) as error:
-        steps.csv_corpus(train, "de", "en")
+def test_file_pair_errors_name_the_file_and_the_fault(tmp_path):
+    train = write_file(tmp_path / "train.csv", "de,en\nein hund,a dog\neine katze,\nder mann,the man\n")
+    with pytest.raises(DataError) as error:
+        read_files(train, {"source": "de", "target": "english"})
+    message = str(error.value)
+    assert str(train) in message and "'english'" in message and "['de', 'en']" in message
+    assert "--target-column" in message  # named as the command line spells it
+    with pytest.raises(DataError) as error:
+        read_files(train, DE_EN)
     message = str(error.value)
     assert str(train) in message and "'en'" in message and "data row 2 (line 3)" in message
-    good = write_csv(tmp_path / "good.csv", "de,en\nein hund,a dog\n")
-    with pytest.raises(RunError, match="too few pairs"):
-        steps.csv_corpus(good, "de", "en")  # one pair: nothing left to train on after the hold-out
-    with pytest.raises(RunError, match="missing.csv"):
-        steps.csv_corpus(good, "de", "en", validation_csv=tmp_path / "missing.csv")
+    assert "empty or missing target" in message
+    good = write_file(tmp_path / "good.csv", "de,en\nein hund,a dog\n")
+    with pytest.raises(DataError, match="Cannot hold out rows of .*good.csv"):
+        read_files(good, DE_EN)  # one pair: nothing left to train on after the hold-out
+    with pytest.raises(DataError, match="missing.csv"):
+        read_files(good, DE_EN, tmp_path / "missing.csv")
+    # data frames in memory are checked alike
+    with pytest.raises(DataError, match="no column 'source'"):
+        TASK.from_frames(pd.DataFrame({"de": ["ein hund"], "en": ["a dog"]}))
+    with pytest.raises(DataError, match="empty target in column 'en'"):
+        TASK.from_frames(pd.DataFrame({"de": ["a", "b"], "en": ["x", " "]}), columns=DE_EN)
 
 
-def test_csv_corpus_hold_out_is_fixed_by_the_seed_and_disjoint_from_train(tmp_path):
+def test_the_hold_out_is_fixed_by_the_seed_and_disjoint_from_train(tmp_path):
     rows = [(f"quelle {i}", f"target {i}") for i in range(40)]
-    train = write_csv(tmp_path / "train.csv", "src,tgt\n" + "".join(f"{s},{t}\n" for s, t in rows))
-    corpus = steps.csv_corpus(train, "src", "tgt", seed=3, fraction=0.1)
+    train = write_file(tmp_path / "train.csv", "src,tgt\n" + "".join(f"{s},{t}\n" for s, t in rows))
+    columns = {"source": "src", "target": "tgt"}
+
+    def split(seed, fraction=0.1):
+        return read_files(
+            train, columns, None, None, f"training.seed={seed}", f"training.validation_fraction={fraction}"
+        )
+
+    corpus = split(3)
     held_out, kept = corpus.validation["source"].tolist(), corpus.train["source"].tolist()
     assert len(held_out) == 4 and len(kept) == 36
     assert not set(held_out) & set(kept) and sorted(held_out + kept) == sorted(s for s, _ in rows)
     # pairs stay pairs, and both parts keep the file order
     pairs = dict(rows)
-    for split in (corpus.train, corpus.validation):
-        assert all(pairs[s] == t for s, t in zip(split["source"], split["target"]))
-        assert split["source"].tolist() == sorted(split["source"], key=lambda s: int(s.split()[1]))
-    again = steps.csv_corpus(train, "src", "tgt", seed=3, fraction=0.1)
+    for part in (corpus.train, corpus.validation):
+        assert all(pairs[s] == t for s, t in zip(part["source"], part["target"]))
+        assert part["source"].tolist() == sorted(part["source"], key=lambda s: int(s.split()[1]))
+    again = split(3)
     pd.testing.assert_frame_equal(again.validation, corpus.validation)
     pd.testing.assert_frame_equal(again.train, corpus.train)
-    held_out_by_seed = [steps.csv_corpus(train, "src", "tgt", seed=seed, fraction=0.1).validation for seed in range(4)]
-    splits = {tuple(frame["source"]) for frame in held_out_by_seed}
-    assert len(splits) > 1  # the seed matters
-    assert len(steps.csv_corpus(train, "src", "tgt").validation) == 2  # the default 5 %
+    held_out_by_seed = {tuple(split(seed).validation["source"]) for seed in range(4)}
+    assert len(held_out_by_seed) > 1  # the seed matters
+    assert len(read_files(train, columns).validation) == 2  # the default 5 %
 
 
-def test_dataset_corpus_refuses_what_no_dataset_can_give(tmp_path):
+def test_datasets_refuse_what_no_dataset_can_give(tmp_path):
     assert datasets.get("multi30k").task == datasets.get("spa_eng").task == "translation"
-    with pytest.raises(RunError, match="not a translation dataset") as error:
-        steps.dataset_corpus("imdb", "de", "en", data_dir=tmp_path)
+
+    def read(name, source_lang, target_lang):
+        config = config_lib.resolve(TranslationConfig, [], [f"source_lang={source_lang}", f"target_lang={target_lang}"])
+        return TASK.read_data(DataSource(dataset=name, data_dir=tmp_path), config)
+
+    with pytest.raises(UsageError, match="not a translation dataset") as error:
+        read("imdb", "de", "en")
     assert "multi30k" in str(error.value) and "spa_eng" in str(error.value)
-    with pytest.raises(RunError, match="no language 'es' \\(the target language\\)") as error:
-        steps.dataset_corpus("multi30k", "de", "es", data_dir=tmp_path)
+    with pytest.raises(UsageError, match="no language 'es' \\(the target language\\)") as error:
+        read("multi30k", "de", "es")
     assert "['en', 'de', 'fr']" in str(error.value)  # the languages it has
-    with pytest.raises(RunError, match="no language 'de' \\(the source language\\)"):
-        steps.dataset_corpus("spa_eng", "de", "en", data_dir=tmp_path)
-    with pytest.raises(RunError, match="both 'en'"):
-        steps.dataset_corpus("spa_eng", "en", "en", data_dir=tmp_path)
+    with pytest.raises(UsageError, match="no language 'de' \\(the source language\\)"):
+        read("spa_eng", "de", "en")
+    with pytest.raises(UsageError, match="both 'en'"):
+        read("spa_eng", "en", "en")
+    with pytest.raises(UsageError, match="no language 'xx'"):
+        TASK.read_split(DataSource(dataset="multi30k", data_dir=tmp_path), tr_config("source_lang=xx"))
     assert list(tmp_path.iterdir()) == []  # nothing was read or fetched
 
 
-# === 10. argument errors ===
+# === 11. argument errors ===
 
 
 @pytest.mark.parametrize(
@@ -752,6 +1179,14 @@ def test_dataset_corpus_refuses_what_no_dataset_can_give(tmp_path):
         {"greedy": True, "n_best": 2},
     ],
 )
-def test_translate_refuses_impossible_arguments(translator, kwargs):
-    with pytest.raises(RunError):
-        translator.translate(SOURCES[:1], **kwargs)
+def test_translate_refuses_impossible_arguments(overfit, exported, kwargs):
+    for loaded in (overfit[0], runs.load(exported)):
+        with pytest.raises(UsageError, match="n_best"):
+            loaded.predict(SOURCES[:1], **kwargs)
+
+
+def test_predict_takes_a_list_of_strings(overfit):
+    with pytest.raises(UsageError, match="not a single string"):
+        overfit[0].predict(SOURCES[0])
+    with pytest.raises(UsageError, match="item 1 is int"):
+        overfit[0].predict([SOURCES[0], 3])

@@ -1,0 +1,111 @@
+"""The serving module of a language model: prompts in, generated text out."""
+
+import tensorflow as tf
+
+from nlptool import decoding
+from nlptool.tokenizers import END_ID, PAD_ID, START_ID
+
+
+class LanguageModelServing(tf.Module):
+    """Prompt strings in, generated text out: the tokeniser, the model and
+    the decoding loop in one graph (see `nlptool.decoding`). `text` is the
+    continuation of each prompt, as the tokeniser detokenises it (up to the
+    first </s>, which is not text).
+
+    A prompt is tokenised with </s> in front (as every sentence follows one
+    in the training stream); all of it but its last token
+    runs through the GRU stack (masked, so prompts of any length share a
+    batch), and its last token is the first input of the decoding loop.
+    """
+
+    def __init__(self, tokenizer, model, generation):
+        super().__init__(name="language_model_serving")
+        self.tokenizer = tokenizer
+        self.model = model
+        self.defaults = generation  # a GenerationConfig
+        self.end_id = END_ID if generation.stop_at_end else -1
+
+    def prompt_states(self, prompts):
+        """(states after all but the last prompt token, the last token) for a batch of prompts."""
+        ids = self.tokenizer(prompts)
+        batch = tf.shape(ids)[0]
+        # training streams open with </s> and mark every sentence end with it: it is the context of a new text
+        ids = tf.concat([tf.fill([batch, 1], END_ID), ids], axis=1)
+        lengths = tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD_ID), tf.int32), axis=1)
+        last = tf.gather(ids, lengths - 1, batch_dims=1)
+        context = tf.where(tf.sequence_mask(lengths - 1, tf.shape(ids)[1]), ids, tf.zeros_like(ids))
+        _, states = self.model(context, states=self.model.initial_states(batch), training=False)
+        return states, last
+
+    def step(self, tokens, states):
+        """The model's step, never proposing <pad> or <s> (they are not text),
+        nor </s> when generation does not stop there."""
+        logits, states = self.model.step(tokens, states)
+        banned = [PAD_ID, START_ID] + ([] if self.end_id == END_ID else [END_ID])
+        banned = tf.one_hot(banned, tf.shape(logits)[-1], on_value=True, off_value=False)
+        return tf.where(tf.reduce_any(banned, axis=0), tf.cast(-1e9, logits.dtype), logits), states
+
+    def generate_ids(self, prompts, max_new_tokens, temperature, top_k, top_p, seed):
+        states, last = self.prompt_states(prompts)
+        tokens, lengths = decoding.sample(
+            self.step,
+            states,
+            last,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            end_id=self.end_id,
+        )
+        return tokens, lengths
+
+    def beam_ids(self, prompts, max_new_tokens, beam_width):
+        states, last = self.prompt_states(prompts)
+        tokens, scores, _ = decoding.beam_search(
+            self.step, states, last, beam_width, max_new_tokens, end_id=self.end_id
+        )
+        return tokens[:, 0], scores[:, 0]
+
+    @tf.function(input_signature=[])
+    def generation_defaults(self):
+        """What `serving_default` uses for the arguments of `generate`."""
+        d = self.defaults
+        return {
+            "max_new_tokens": tf.constant(d.max_new_tokens, tf.int32),
+            "temperature": tf.constant(d.temperature, tf.float32),
+            "top_k": tf.constant(d.top_k, tf.int32),
+            "top_p": tf.constant(d.top_p, tf.float32),
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompt")])
+    def serve(self, prompt):
+        d = self.defaults
+        tokens, _ = self.generate_ids(prompt, d.max_new_tokens, d.temperature, d.top_k, d.top_p, 0)
+        return {"text": self.tokenizer.detokenize(tokens)}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="prompt"),
+            tf.TensorSpec([], tf.int32, name="max_new_tokens"),
+            tf.TensorSpec([], tf.float32, name="temperature"),
+            tf.TensorSpec([], tf.int32, name="top_k"),
+            tf.TensorSpec([], tf.float32, name="top_p"),
+            tf.TensorSpec([], tf.int64, name="seed"),
+        ]
+    )
+    def generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed):
+        tokens, lengths = self.generate_ids(prompt, max_new_tokens, temperature, top_k, top_p, seed)
+        return {"text": self.tokenizer.detokenize(tokens), "ids": tokens, "lengths": lengths}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="prompt"),
+            tf.TensorSpec([], tf.int32, name="max_new_tokens"),
+            tf.TensorSpec([], tf.int32, name="beam_width"),
+        ]
+    )
+    def beam_search(self, prompt, max_new_tokens, beam_width):
+        """The most probable continuation found by a beam search (log-probability in `score`)."""
+        tokens, scores = self.beam_ids(prompt, max_new_tokens, beam_width)
+        return {"text": self.tokenizer.detokenize(tokens), "score": scores}

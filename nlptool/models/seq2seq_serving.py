@@ -1,0 +1,150 @@
+"""The serving module of the attention encoder-decoder: source strings in, decoded text out."""
+
+import tensorflow as tf
+
+from nlptool import decoding
+from nlptool.tokenizers import END_ID, PAD_ID, START_ID
+
+
+class EncoderDecoderServing(tf.Module):
+    """Source strings in, translations out: both tokenisers, the model and
+    the decoding loop in one graph.
+
+    Signatures (all batched over sentences):
+        serve(source)                                   -> text, score (beam search, the run's settings)
+        beam_search(source, beam_width, n_best, length_penalty)
+                                                        -> text [B, n_best], score [B, n_best], ids, lengths
+        greedy(source)                                  -> text, score
+        attention(source, target)                       -> weights [B, T, S], source_pieces, target_pieces
+        decoding_defaults()                             -> beam_width, length_penalty, ...
+
+    `score` is the GNMT-normalised log-probability of the hypothesis (plain
+    log-probability for greedy). A translation ends at </s> or after
+    max_length_ratio * (source tokens) + max_length_offset tokens.
+    """
+
+    def __init__(self, source_tokenizer, target_tokenizer, model, decoding_config):
+        super().__init__(name="translation_serving")
+        self.source_tokenizer = source_tokenizer
+        self.target_tokenizer = target_tokenizer
+        self.model = model
+        self.defaults = decoding_config
+
+    def _encode(self, source, beam_width):
+        ids = self.source_tokenizer(source)
+        lengths = tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD_ID), tf.int32), axis=1)
+        ids = _append_end(ids)  # </s> ends every source, as in training
+        memory, keys, mask, state = self.model.encode(ids)
+        d = self.defaults
+        limits = tf.cast(tf.math.ceil(d.max_length_ratio * tf.cast(lengths, tf.float32)), tf.int32)
+        limits += d.max_length_offset
+        tiled_memory, tiled_keys, tiled_mask, tiled_ids = (
+            decoding.tile_beams(t, beam_width) for t in (memory, keys, mask, ids)
+        )
+
+        def step(tokens, state):
+            scores, state, _ = self.model.decode_step(
+                tokens, state, tiled_memory, tiled_keys, tiled_mask, source=tiled_ids
+            )
+            return scores, state
+
+        return step, state, limits
+
+    def translate_ids(self, source, beam_width, n_best, length_penalty):
+        """(ids [B, n_best, T], scores [B, n_best], lengths [B, n_best])."""
+        step, state, limits = self._encode(source, beam_width)
+        start = tf.fill(tf.shape(limits), START_ID)
+        return decoding.beam_search(
+            step, state, start, beam_width, limits, end_id=END_ID, length_penalty=length_penalty, n_best=n_best
+        )
+
+    def greedy_ids(self, source):
+        """(ids [B, T], log-probabilities [B]) of greedy decoding."""
+        step, state, limits = self._encode(source, 1)
+        start = tf.fill(tf.shape(limits), START_ID)
+        # greedy as the beam search of width 1: the same tokens (a tested
+        # identity), with the hypothesis's log-probability as its score
+        ids, scores, _ = decoding.beam_search(step, state, start, 1, limits, end_id=END_ID)
+        return ids[:, 0], scores[:, 0]
+
+    def _text(self, ids):
+        shape = tf.shape(ids)
+        flat = tf.reshape(ids, tf.stack([-1, shape[-1]]))
+        return tf.reshape(self.target_tokenizer.detokenize(flat), shape[:-1])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="source")])
+    def serve(self, source):
+        d = self.defaults
+        ids, scores, _ = self.translate_ids(source, d.beam_width, 1, d.length_penalty)
+        return {"text": self._text(ids[:, 0]), "score": scores[:, 0]}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="source"),
+            tf.TensorSpec([], tf.int32, name="beam_width"),
+            tf.TensorSpec([], tf.int32, name="n_best"),
+            tf.TensorSpec([], tf.float32, name="length_penalty"),
+        ]
+    )
+    def beam_search(self, source, beam_width, n_best, length_penalty):
+        tf.debugging.assert_positive(beam_width, "beam_width must be at least 1")
+        tf.debugging.assert_positive(n_best, "n_best must be at least 1")
+        tf.debugging.assert_less_equal(n_best, beam_width, "n_best cannot exceed beam_width")
+        ids, scores, lengths = self.translate_ids(source, beam_width, n_best, length_penalty)
+        return {"text": self._text(ids), "score": scores, "ids": ids, "lengths": lengths}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="source")])
+    def greedy(self, source):
+        ids, scores = self.greedy_ids(source)
+        return {"text": self._text(ids), "score": scores}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="source"),
+            tf.TensorSpec([None], tf.string, name="target"),
+        ]
+    )
+    def attention(self, source, target):
+        """Attention weights of the teacher-forced decoder reading `target`
+        (a translation of `source`): weights[b, t, j] is how much target
+        token t (the t-th of target_pieces, </s> last) attends to source
+        piece j. Pieces are the tokens as text, padded with ""."""
+        source_ids = self.source_tokenizer(source)
+        source_ids = _append_end(source_ids)
+        target_ids = _append_end(self.target_tokenizer(target))
+        target_input = tf.concat([tf.fill([tf.shape(target_ids)[0], 1], START_ID), target_ids[:, :-1]], axis=1)
+        target_input = tf.where(tf.equal(target_input, END_ID), PAD_ID, target_input)
+        _, weights = self.model((source_ids, target_input))
+        return {
+            "weights": weights,
+            "source_pieces": _pieces(self.source_tokenizer, source_ids),
+            "target_pieces": _pieces(self.target_tokenizer, target_ids),
+        }
+
+    @tf.function(input_signature=[])
+    def decoding_defaults(self):
+        d = self.defaults
+        return {
+            "beam_width": tf.constant(d.beam_width, tf.int32),
+            "length_penalty": tf.constant(d.length_penalty, tf.float32),
+            "max_length_ratio": tf.constant(d.max_length_ratio, tf.float32),
+            "max_length_offset": tf.constant(d.max_length_offset, tf.int32),
+        }
+
+
+def _append_end(ids):
+    """Right-padded ids with </s> written after each row's last token (one column longer)."""
+    # a column of its own: ids[:, :1] has none when every text of the batch is empty
+    ids = tf.concat([ids, tf.zeros(tf.stack([tf.shape(ids)[0], 1]), ids.dtype)], axis=1)
+    lengths = tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD_ID), tf.int32), axis=1)
+    return tf.tensor_scatter_nd_update(
+        ids, tf.stack([tf.range(tf.shape(ids)[0]), lengths], axis=1), tf.fill(tf.shape(lengths), END_ID)
+    )
+
+
+def _pieces(tokenizer, ids):
+    """Each id as its own text: (batch, length) strings; </s> as "</s>", padding as ""."""
+    flat = tf.reshape(ids, [-1, 1])
+    text = tokenizer.detokenize(flat)
+    text = tf.where(tf.equal(flat[:, 0], END_ID), "</s>", text)
+    return tf.reshape(text, tf.shape(ids))

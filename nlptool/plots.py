@@ -1,0 +1,70 @@
+"""The figures a run writes: training curves, a confusion matrix, attention heat maps.
+
+Each is drawn with matplotlib's Agg backend (no display needed) and
+written atomically as a PNG.
+"""
+
+import numpy as np
+
+from nlptool.files import write_atomically
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path):
+    plt = _pyplot()
+    figure.tight_layout()
+    try:
+        write_atomically(path, lambda stream: figure.savefig(stream, format="png", dpi=120), binary=True)
+    finally:
+        plt.close(figure)
+    return path
+
+
+def plot_history(history, path, metrics=("loss", "accuracy")):
+    """Training and validation curves of `metrics` per epoch from a
+    history.csv frame; metrics the history lacks are left out."""
+    plt = _pyplot()
+    metrics = [name for name in metrics if name in history or f"val_{name}" in history]
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False)
+    epochs = history["epoch"] + 1
+    for axis, metric in zip(axes[0], metrics):
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            if prefix + metric in history:
+                axis.plot(epochs, history[prefix + metric], marker="o", label=label)
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.legend()
+    return _save(figure, path)
+
+
+def plot_confusion_matrix(confusion, path):
+    """`confusion`: {"labels": class names, "matrix": rows of counts (true x predicted)}."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(4 + 0.4 * len(confusion["labels"]),) * 2)
+    ConfusionMatrixDisplay(np.array(confusion["matrix"]), display_labels=confusion["labels"]).plot(
+        ax=axes, colorbar=False
+    )
+    return _save(figure, path)
+
+
+def plot_attention(weights, source_pieces, target_pieces, path, source_label="source", target_label="output"):
+    """A heat map of attention `weights` (target pieces x source pieces)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(1.5 + 0.45 * len(source_pieces), 1.2 + 0.38 * len(target_pieces)))
+    image = axes.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    axes.set_xticks(range(len(source_pieces)), [p or "\u2581" for p in source_pieces], rotation=60, ha="right")
+    axes.set_yticks(range(len(target_pieces)), [p or "\u2581" for p in target_pieces])
+    axes.set_xlabel(source_label)
+    axes.set_ylabel(target_label)
+    figure.colorbar(image, ax=axes, fraction=0.04)
+    return _save(figure, path)
