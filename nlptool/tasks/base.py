@@ -210,6 +210,7 @@ class Task:
     signatures: ClassVar[tuple[str, ...]] = ("serving_default",)  # of the export, serving_default first
     input_name: ClassVar[str] = "text"  # the string input of serving_default
     command: ClassVar[str | None] = None  # a task-named spelling of `predict` ("generate", "translate")
+    examples: ClassVar[str] = "examples"  # what the summary of the data counts ("lines", "sentence pairs")
 
     # --- command line ---
 
@@ -259,7 +260,7 @@ class Task:
         sizes = [f"{len(splits.train):,} training", f"{len(splits.validation):,} validation"]
         if splits.test is not None:
             sizes.append(f"{len(splits.test):,} test")
-        return ", ".join(sizes) + " examples"
+        return ", ".join(sizes) + f" {self.examples}"
 
     # --- preprocessing and model ---
 

@@ -125,6 +125,7 @@ class LanguageModelTask(base.Task):
     signatures = ("serving_default", "generate", "beam_search", "generation_defaults")
     input_name = "prompt"
     command = "generate"
+    examples = "lines"
 
     # --- command line ---
 
@@ -213,12 +214,6 @@ class LanguageModelTask(base.Task):
         if not any(line.strip() for line in lines):
             raise DataError(f"{path} holds no text.")
         return lines
-
-    def describe(self, splits):
-        sizes = [f"{len(splits.train):,} training", f"{len(splits.validation):,} validation"]
-        if splits.test is not None:
-            sizes.append(f"{len(splits.test):,} test")
-        return ", ".join(sizes) + " lines"
 
     # --- preprocessing and model ---
 

@@ -75,6 +75,7 @@ class TranslationTask(base.Task):
     signatures = ("serving_default", "beam_search", "greedy", "attention", "decoding_defaults")
     input_name = "source"
     command = "translate"
+    examples = "sentence pairs"
 
     # --- command line ---
 
@@ -145,9 +146,6 @@ class TranslationTask(base.Task):
             t = config.training
             train, validation = random_split(train, t.validation_fraction, t.seed, source="the training data")
         return base.Splits(train, validation, test)
-
-    def describe(self, splits):
-        return super().describe(splits).replace("examples", "sentence pairs")
 
     def _dataset(self, name, config):
         from nlptool.data import datasets
