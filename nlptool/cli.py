@@ -221,9 +221,9 @@ def read_inputs(texts, input_file, column):
 
 
 def command_predict(args):
-    loaded = open_path(args.path, args.verbose)
-    task = loaded.task
-    kind = "run" if hasattr(loaded, "source") else "export"
+    from nlptool import runs
+
+    task, kind = runs.task_of(args.path)  # from run.json or the export's record: no TensorFlow yet
     if args.command != "predict" and task.command != args.command:
         expected = next((tasks.get(n).name for n in tasks.names() if tasks.get(n).command == args.command), "?")
         raise UsageError(
@@ -244,6 +244,7 @@ def command_predict(args):
     task.add_predict_arguments(parser)
     options = parser.parse_args(args.rest)
     texts = read_inputs(options.text, options.input, options.column)
+    loaded = open_path(args.path, args.verbose)
     rows = loaded.predict(texts, **task.predict_options(options))
     for text, row in zip(texts, rows):
         print(

@@ -289,6 +289,18 @@ class Exported:
         raise RunError(f"{self.path} is an export already; export the run directory it came from.")
 
 
+def task_of(path):
+    """(the Task, "run" or "export") of what `path` holds, read from its
+    record without loading a model; RunError if it holds neither."""
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        info_path = path / EXPORT_INFO
+        if not info_path.is_file():  # an export written before the record existed: the model tells
+            return Exported(path).task, "export"
+        return task_registry.get(json.loads(info_path.read_text(encoding="utf-8"))["task"]), "export"
+    return Run.open(path).task, "run"
+
+
 def load(path):
     """A run directory (`Run`) or an export (`Exported`) at `path`."""
     path = Path(path)

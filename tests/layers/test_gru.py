@@ -4,14 +4,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import json
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from harness import in_fresh_process
 
 from nlptool.layers import GRU
 
@@ -326,14 +324,14 @@ def test_saved_model_reloads_in_a_process_without_nlptool(tmp_path):
     export_dir = tmp_path / "export"
     model.export(str(export_dir), format="tf_saved_model")
     np.save(tmp_path / "x.npy", x)
-    script = f"""
-import json, sys, numpy as np, tensorflow as tf
-loaded = tf.saved_model.load({str(export_dir)!r})
-out = loaded.serve(tf.constant(np.load({str(tmp_path / "x.npy")!r})))
-assert "nlptool" not in sys.modules
-print(json.dumps(np.asarray(out).tolist()))
-"""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
-    reloaded = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
+    reloaded = np.array(
+        in_fresh_process(
+            f"""
+            import json, numpy as np, tensorflow as tf
+            loaded = tf.saved_model.load({str(export_dir)!r})
+            out = loaded.serve(tf.constant(np.load({str(tmp_path / "x.npy")!r})))
+            print(json.dumps(np.asarray(out).tolist()))
+            """
+        )
+    )
     np.testing.assert_allclose(reloaded, model(x), atol=1e-5)

@@ -4,15 +4,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import json
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from harness import in_fresh_process
 
 from nlptool.tokenizers import ByteTokenizer, CharTokenizer, WordTokenizer
 
@@ -129,17 +127,15 @@ def test_saved_model_runs_without_nlptool_or_tensorflow_text(tmp_path):
     inputs = keras.Input(shape=(1,), dtype="string")
     model = keras.Model(inputs, [word(inputs), char(inputs), byte(inputs)])
     model.export(str(tmp_path / "export"), format="tf_saved_model")
-    script = f"""
-import json, sys, tensorflow as tf
-loaded = tf.saved_model.load({str(tmp_path / "export")!r})
-out = loaded.serve(tf.constant({MULTILINGUAL!r})[:, None])
-assert "nlptool" not in sys.modules and "tensorflow_text" not in sys.modules, sorted(sys.modules)
-print(json.dumps([o.numpy().tolist() for o in out]))
-"""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    reloaded = json.loads(done.stdout.strip().splitlines()[-1])
+    # neither nlptool nor tensorflow_text in the serving process: in_fresh_process asserts both
+    reloaded = in_fresh_process(
+        f"""
+        import json, tensorflow as tf
+        loaded = tf.saved_model.load({str(tmp_path / "export")!r})
+        out = loaded.serve(tf.constant({MULTILINGUAL!r})[:, None])
+        print(json.dumps([o.numpy().tolist() for o in out]))
+        """
+    )
     for got, tokenizer in zip(reloaded, (word, char, byte)):
         assert got == tokenizer(MULTILINGUAL).numpy().tolist()
 

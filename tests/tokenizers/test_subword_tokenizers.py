@@ -10,13 +10,13 @@ import doctest
 import json
 import subprocess
 import sys
-import textwrap
 import unicodedata
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from harness import in_fresh_process
 
 import nlptool.tokenizers
 from nlptool.tokenizers import END_ID, PAD_ID, START_ID, UNK_ID
@@ -295,26 +295,19 @@ def test_keras_file_and_savedmodel_without_nlptool(sp, wp, tmp_path):
         np.testing.assert_array_equal(reloaded(batch).numpy(), expected[name])
         model.export(str(tmp_path / name), format="tf_saved_model", verbose=False)
 
-    script = textwrap.dedent(
+    served = in_fresh_process(
         f"""
-        import os, sys, json
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        import json
         import tensorflow as tf
-        import tensorflow_text  # registers the ops
         out = {{}}
         for name in ("sp", "wp"):
             model = tf.saved_model.load({str(tmp_path)!r} + "/" + name)
             batch = tf.constant([[s] for s in {strings!r}])
             out[name] = model.serve(batch).numpy().tolist()
-        assert "nlptool" not in sys.modules and not any(m.startswith("nlptool.") for m in sys.modules)
         print(json.dumps(out))
-        """
+        """,
+        tensorflow_text=True,  # registers the ops, as a serving binary does
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=str(tmp_path), timeout=120
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    served = json.loads(result.stdout.strip().splitlines()[-1])
     for name in ("sp", "wp"):
         np.testing.assert_array_equal(np.array(served[name]), expected[name])
 
