@@ -354,12 +354,16 @@ def build_model(config, vocabulary_size):
     return model
 
 
-def stream_nll(model, stream, batch_size=1, window=200):
+def stream_nll(model, stream, batch_size=1, window=200, progress=False):
     """(sum of negative log-likelihoods in nats, tokens predicted) of `stream`
     under `model`, carrying state across windows: every token after the first
     is predicted from all of the tokens before it in its column (with the
-    default single column, from everything before it in the stream)."""
+    default single column, from everything before it in the stream). With
+    `progress`, a progress line on a terminal counts the tokens scored."""
+    from nlptool.progress import Progress
+
     inputs, targets = stream_windows(stream, batch_size)
+    bar = Progress(inputs.size, "tokens scored") if progress else None
 
     @tf.function(reduce_retracing=True)
     def run(ids, targets, states):
@@ -372,4 +376,6 @@ def stream_nll(model, stream, batch_size=1, window=200):
         nll, n, states = run(inputs[:, start : start + window], targets[:, start : start + window], states)
         total += float(nll)
         count += float(n)
+        if bar is not None:
+            bar.update(min(inputs.size, (start + window) * batch_size))
     return total, count

@@ -263,7 +263,7 @@ class LanguageModelTask(base.Task):
         unit = config.tokenizer.unit
         stream = token_stream(tokenizer, lines, unit)
         started = time.monotonic()
-        nll, tokens = stream_nll(trained.model, stream)
+        nll, tokens = stream_nll(trained.model, stream, progress=True)
         metrics = {
             "split": split,
             "tokens": int(tokens),
