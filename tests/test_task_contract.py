@@ -20,7 +20,7 @@ from harness import call_export, train_tiny
 
 from nlptool import runs, tasks
 from nlptool.cli import main
-from nlptool.errors import RunError, UsageError
+from nlptool.errors import DataError, RunError, UsageError
 from nlptool.tasks import base
 
 # === A toy task, declared as any task is ===
@@ -341,3 +341,11 @@ def test_shared_training_settings_reach_every_task(parity, tmp_path):
     assert "learning_rate" in history  # the back-off schedule ran and logged each epoch's rate
     summary = json.loads((run.path / "training.json").read_text())
     assert summary["epochs"] == len(history) == 3
+
+
+def test_data_in_memory_hold_out_validation_as_files_do():
+    lines = [f"line {i}" for i in range(40)]
+    splits = tasks.get("language-model").from_frames(lines)
+    assert (splits.train, splits.validation) == (lines[:38], lines[38:])  # the last 5 %, in order, like a text file
+    with pytest.raises(DataError, match="the training data has too few lines"):
+        tasks.get("language-model").from_frames(["only one"])

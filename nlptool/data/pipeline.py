@@ -46,7 +46,7 @@ def make_dataset(
         bucket_boundaries: "auto" (quantiles of the tokenised lengths of up to
             `sample_size` examples), a list of increasing lengths, or None for
             plain batching in order.
-        sample_size: examples tokenised to choose "auto" boundaries.
+        sample_size: the first examples whose lengths choose "auto" boundaries.
         epoch: optional int64 tf.Variable holding the epoch about to run
             (`nlptool.training.epoch_variable()`); with it, each epoch's
             shuffling depends only on `seed` and the epoch, which makes
@@ -95,14 +95,14 @@ def make_dataset(
         )
         return finish(batches, -(-len(texts) // batch_size))
 
-    if isinstance(bucket_boundaries, str):
-        if bucket_boundaries != "auto":
-            raise ValueError(
-                "Received an invalid value for argument `bucket_boundaries`, expected 'auto', a list of "
-                f"lengths or None, got {bucket_boundaries!r}."
-            )
-        sample = tf.constant(texts[:sample_size])
-        bucket_boundaries = length_boundaries(tf.math.count_nonzero(tokenizer(sample), axis=1).numpy())
+    if isinstance(bucket_boundaries, str) and bucket_boundaries != "auto":
+        raise ValueError(
+            "Received an invalid value for argument `bucket_boundaries`, expected 'auto', a list of "
+            f"lengths or None, got {bucket_boundaries!r}."
+        )
+    lengths = token_counts(tokenizer, texts)  # tokenised once: the number of batches, and "auto" boundaries
+    if isinstance(bucket_boundaries, str):  # "auto"
+        bucket_boundaries = length_boundaries(lengths[:sample_size])
 
     def tokenize_one(text, target):
         return tokenizer(tf.reshape(text, [1]))[0], target  # (length,)
@@ -113,7 +113,7 @@ def make_dataset(
         bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
         padded_shapes=([None], []),
     )
-    return finish(batches, bucketed_batches(token_counts(tokenizer, texts), bucket_boundaries, batch_size))
+    return finish(batches, bucketed_batches(lengths, bucket_boundaries, batch_size))
 
 
 def token_counts(tokenizer, texts, batch_size=4096):

@@ -175,11 +175,6 @@ class Preprocessing:
             label_map = LabelMap.from_config(json.loads((Path(run_dir) / LABELS_FILE).read_text("utf-8")))
         return cls(tokenizers, label_map)
 
-    def files(self, folders):
-        """The files a finished run must hold for this preprocessing."""
-        names = [str(Path(folder) / "tokenizer.json") for folder in folders.values()]
-        return names + ([LABELS_FILE] if self.labels is not None else [])
-
 
 @dataclasses.dataclass
 class Trained:
@@ -324,6 +319,11 @@ class Task:
     def column_flags(self):
         """How messages name the column of each role: its command-line flag."""
         return {role: f"--{role}-column" for role in self.columns}
+
+    def role_frames(self, train, validation, test, columns):
+        """`role_frame` of each of the three splits given in memory (None stays None)."""
+        splits = ((train, "the training data"), (validation, "the validation data"), (test, "the test data"))
+        return [None if frame is None else self.role_frame(frame, columns, where) for frame, where in splits]
 
     def role_frame(self, frame, columns, where="the data frame"):
         """A data frame of the roles of this task from `frame`, whose

@@ -97,6 +97,17 @@ def first_words(lines, max_words):
     return kept
 
 
+def hold_out_last(lines, fraction, where):
+    """(training lines, validation lines): the last `fraction` of the lines
+    (at least one) held out in order, since a running text is not shuffled."""
+    from nlptool.data import DataError
+
+    held_out = max(1, int(len(lines) * fraction))
+    if len(lines) - held_out < 1:
+        raise DataError(f"{where} has too few lines to hold some out for validation; pass validation data.")
+    return lines[:-held_out], lines[-held_out:]
+
+
 def word_count(lines, unit):
     """Words of the corpus in the PTB convention (whitespace-split words plus
     one end of line per line); None for "text" corpora."""
@@ -144,8 +155,6 @@ class LanguageModelTask(base.Task):
     # --- data ---
 
     def read_data(self, source, config):
-        from nlptool.data import DataError
-
         if source.dataset:
             train, validation, test = (self._dataset_lines(source, split) for split in LM_SPLITS)
         else:
@@ -153,14 +162,7 @@ class LanguageModelTask(base.Task):
             if source.validation_file:
                 validation = self._file_lines(source, source.validation_file)
             else:
-                # the last lines, in order: a running text is not shuffled
-                held_out = max(1, int(len(train) * config.training.validation_fraction))
-                if len(train) - held_out < 1:
-                    raise DataError(
-                        f"{source.train_file} has too few lines to hold some out for validation; "
-                        "pass a validation file."
-                    )
-                train, validation = train[:-held_out], train[-held_out:]
+                train, validation = hold_out_last(train, config.training.validation_fraction, source.train_file)
             test = self._file_lines(source, source.test_file) if source.test_file else None
         if source.max_train_examples:
             train = train[: source.max_train_examples]
@@ -180,11 +182,15 @@ class LanguageModelTask(base.Task):
                 return data
             return self.role_frame(data, columns, where)["text"].tolist()
 
-        if validation is None:
-            raise UsageError("A language model needs validation text; pass validation= as well.")
-        return base.Splits(
-            lines(train, "the training data"), lines(validation, "the validation data"), lines(test, "the test data")
+        train, validation, test = (
+            lines(train, "the training data"),
+            lines(validation, "the validation data"),
+            lines(test, "the test data"),
         )
+        if validation is None:
+            fraction = (config or LanguageModelConfig()).training.validation_fraction
+            train, validation = hold_out_last(train, fraction, "the training data")
+        return base.Splits(train, validation, test)
 
     def _dataset_lines(self, source, split):
         from nlptool.data import datasets

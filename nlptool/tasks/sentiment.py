@@ -143,10 +143,7 @@ class SentimentTask(base.Task):
         from nlptool.data.splits import stratified_split
 
         config = config or SentimentConfig()
-        frames = [
-            None if f is None else self.role_frame(f, columns, where)
-            for f, where in ((train, "the training data"), (validation, "the validation data"), (test, "the test data"))
-        ]
+        frames = self.role_frames(train, validation, test, columns)
         # labels as a file's would be read: "5" and 5 are the same class, whichever way they came
         train, validation, test = (None if f is None else f.assign(label=_as_read(f["label"])) for f in frames)
         LabelMap.from_labels(train["label"])  # checks the labels are of one kind

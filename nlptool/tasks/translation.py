@@ -137,11 +137,7 @@ class TranslationTask(base.Task):
         from nlptool.data.splits import random_split
 
         config = config or TranslationConfig()
-        frames = [
-            None if f is None else self.role_frame(f, columns, where)
-            for f, where in ((train, "the training data"), (validation, "the validation data"), (test, "the test data"))
-        ]
-        train, validation, test = frames
+        train, validation, test = self.role_frames(train, validation, test, columns)
         if validation is None:
             t = config.training
             train, validation = random_split(train, t.validation_fraction, t.seed, source="the training data")
