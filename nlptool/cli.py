@@ -3,9 +3,10 @@
     nlptool train TASK (--dataset NAME | --train-file FILE) [--validation-file F] [--test-file F]
                        [--config FILE.yaml ...] [--set KEY=VALUE ...] --run-dir DIR [--overwrite] [task options]
     nlptool evaluate RUN_DIR [--dataset NAME [--split S] | --test-file FILE] [task options]
-    nlptool export RUN_DIR [OUT] [--overwrite]
+    nlptool export RUN_DIR [OUT] [--version N] [--overwrite]
     nlptool predict RUN_DIR_OR_EXPORT (TEXT ... | --input FILE | -) [task options]
     nlptool generate | translate ...     the task-named spellings of predict
+    nlptool serve EXPORT [--port 8501] [--host 127.0.0.1] [limits]   TF Serving's REST API over HTTP
     nlptool datasets                     the registered datasets
     nlptool tokenizer train | encode     train and try a tokeniser on its own
 
@@ -198,8 +199,22 @@ def command_evaluate(args):
 
 def command_export(args):
     run = open_path(args.run_dir, args.verbose, runs_only=True)
-    path = run.export(args.out, overwrite=args.overwrite)
+    path = run.export(args.out, version=args.version, overwrite=args.overwrite)
     print(f"wrote {path} (signatures: {', '.join(run.task.signatures)})")
+
+
+def command_serve(args):
+    from nlptool import server
+
+    start_tensorflow(args.verbose)
+    limits = server.Limits(
+        max_request_bytes=args.max_request_bytes,
+        max_rows=args.max_rows,
+        max_text_length=args.max_text_length,
+        max_batch_size=args.max_batch_size,
+        batch_timeout_ms=args.batch_timeout_ms,
+    )
+    server.serve(args.export, host=args.host, port=args.port, name=args.model_name, limits=limits)
 
 
 def read_inputs(texts, input_file, column):
@@ -359,8 +374,13 @@ def build_parser():
 
     export = commands.add_parser("export", help="write the string-in SavedModel of a run", parents=[common])
     export.add_argument("run_dir")
-    export.add_argument("out", nargs="?", help="where to write it (default: RUN_DIR/export)")
-    export.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    export.add_argument(
+        "out", nargs="?", help="the model folder to write a numbered version into (default: RUN_DIR/export)"
+    )
+    export.add_argument(
+        "--version", type=int, metavar="N", help="the version number (default: one above the highest in OUT)"
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace the version given with --version")
     export.set_defaults(handler=command_export)
 
     spellings = {"predict": "predict with a run or an export (any task)"}
@@ -378,6 +398,43 @@ def build_parser():
         predict.add_argument("path", help="a run directory or an exported SavedModel")
         predict.add_argument("rest", nargs=argparse.REMAINDER, help="texts and the options of the task")
         predict.set_defaults(handler=command_predict)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve an export over HTTP with TF Serving's REST API",
+        description="Serve an export (its highest version) over HTTP with TF Serving's REST API: "
+        "GET /v1/models/NAME[/metadata], POST /v1/models/NAME:predict. One log line per request.",
+        parents=[common],
+        formatter_class=HelpFormatter,
+    )
+    serve.add_argument("export", help="an export: a model folder of numbered versions, or one SavedModel")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8501, help="the port (TF Serving's REST port by default)")
+    serve.add_argument("--model-name", help="NAME in the URLs (default: the export's task, e.g. sentiment)")
+    limits = serve.add_argument_group("limits and batching")
+    defaults = _server_defaults()
+    limits.add_argument("--max-request-bytes", type=int, default=defaults["max_request_bytes"], metavar="N")
+    limits.add_argument(
+        "--max-rows", type=int, default=defaults["max_rows"], metavar="N", help="rows (texts) of one request"
+    )
+    limits.add_argument(
+        "--max-text-length", type=int, default=defaults["max_text_length"], metavar="N", help="characters of one text"
+    )
+    limits.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=defaults["max_batch_size"],
+        metavar="N",
+        help="rows of concurrent requests merged into one model call (1: no merging)",
+    )
+    limits.add_argument(
+        "--batch-timeout-ms",
+        type=float,
+        default=defaults["batch_timeout_ms"],
+        metavar="MS",
+        help="how long a call waits for more requests (0: it takes those that arrived while the model was busy)",
+    )
+    serve.set_defaults(handler=command_serve)
 
     datasets = commands.add_parser("datasets", help="list the registered datasets", parents=[common])
     datasets.set_defaults(handler=command_datasets)
@@ -398,6 +455,14 @@ def build_parser():
     encode.add_argument("text", nargs="+")
     encode.set_defaults(handler=command_tokenizer_encode)
     return parser
+
+
+def _server_defaults():
+    from dataclasses import fields
+
+    from nlptool.server import Limits  # no TensorFlow at import
+
+    return {field.name: field.default for field in fields(Limits)}
 
 
 def main(argv=None):

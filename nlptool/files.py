@@ -40,3 +40,27 @@ def write_atomically(path, write, binary=False):
 def write_json(path, payload):
     """Create or replace `path` with `payload` as UTF-8 JSON, atomically."""
     return write_atomically(path, lambda stream: json.dump(payload, stream, ensure_ascii=False, indent=1))
+
+
+# === the layout of a model server's model folder: BASE/1/, BASE/2/, ... ===
+
+
+def model_versions(base):
+    """The version numbers of the SavedModels in the model folder `base`
+    (its subfolders named by a number, as TF Serving reads them), ascending."""
+    base = Path(base)
+    if not base.is_dir():
+        return []
+    return sorted(
+        int(entry.name) for entry in base.iterdir() if entry.name.isdigit() and (entry / "saved_model.pb").is_file()
+    )
+
+
+def saved_model_dir(path):
+    """The SavedModel that `path` names: `path` itself if it holds one, the
+    latest version if it is a model folder, None if neither."""
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = model_versions(path)
+    return path / str(versions[-1]) if versions else None

@@ -20,7 +20,7 @@ from pathlib import Path
 from nlptool import config as config_lib
 from nlptool import tasks as task_registry
 from nlptool.errors import RunError, UsageError
-from nlptool.files import write_json
+from nlptool.files import saved_model_dir, write_json
 from nlptool.tasks.base import DataSource, Preprocessing, Splits, Trained, fingerprint
 
 RUN_FILE = "run.json"  # the task, the request (config, data, options) and the nlptool version
@@ -209,8 +209,10 @@ class Run:
         write_json(self.path / METRICS_FILE, metrics)
         return metrics
 
-    def export(self, out=None, overwrite=False):
-        """The string-in SavedModel of the run at `out` (default RUN_DIR/export), written atomically."""
+    def export(self, out=None, version=None, overwrite=False):
+        """Write the run's string-in SavedModel as version `version` (default:
+        the next) of the model folder `out` (default RUN_DIR/export),
+        atomically; returns the version's folder, e.g. RUN_DIR/export/1."""
         from nlptool import export as export_lib
 
         trained = self.load()
@@ -222,7 +224,9 @@ class Run:
             "tensorflow_text": any(_needs_tf_text(t) for t in trained.preprocessing.tokenizers.values()),
         }
         out = self.path / "export" if out is None else out
-        return export_lib.save(module, out, signatures=signatures, overwrite=overwrite, extra={EXPORT_INFO: info})
+        return export_lib.save(
+            module, out, signatures=signatures, version=version, overwrite=overwrite, extra={EXPORT_INFO: info}
+        )
 
     def predict(self, texts, **options):
         """One dict per text (labels, generated text, translations, by task), with the task's options."""
@@ -248,12 +252,16 @@ def _text_list(texts):
 
 class Exported:
     """An exported SavedModel, loaded with `tf.saved_model.load`, through
-    the same `predict` as the run it came from."""
+    the same `predict` as the run it came from. `path` is a SavedModel or a
+    model folder of numbered versions (then the highest, as TF Serving
+    chooses)."""
 
     def __init__(self, path):
         import tensorflow as tf
 
-        self.path = Path(path)
+        self.path = saved_model_dir(path)
+        if self.path is None:
+            raise RunError(f"{path} holds no SavedModel (no saved_model.pb, no numbered version folder with one).")
         info_path = self.path / EXPORT_INFO
         info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
         if info.get("tensorflow_text", not info):
@@ -293,8 +301,8 @@ def task_of(path):
     """(the Task, "run" or "export") of what `path` holds, read from its
     record without loading a model; RunError if it holds neither."""
     path = Path(path)
-    if (path / "saved_model.pb").is_file():
-        info_path = path / EXPORT_INFO
+    if not (path / RUN_FILE).is_file() and saved_model_dir(path) is not None:
+        info_path = saved_model_dir(path) / EXPORT_INFO
         if not info_path.is_file():  # an export written before the record existed: the model tells
             return Exported(path).task, "export"
         return task_registry.get(json.loads(info_path.read_text(encoding="utf-8"))["task"]), "export"
@@ -302,15 +310,19 @@ def task_of(path):
 
 
 def load(path):
-    """A run directory (`Run`) or an export (`Exported`) at `path`."""
+    """A run directory (`Run`) or an export (`Exported`: a SavedModel, or a
+    model folder whose highest version is one) at `path`."""
     path = Path(path)
-    if (path / "saved_model.pb").is_file():
-        return Exported(path)
     if (path / RUN_FILE).is_file():
         return Run.open(path)
+    if saved_model_dir(path) is not None:
+        return Exported(path)
     if not path.exists():
         raise RunError(f"{path} does not exist.")
-    raise RunError(f"{path} is neither a run directory (it has no {RUN_FILE}) nor an export (no saved_model.pb).")
+    raise RunError(
+        f"{path} is neither a run directory (it has no {RUN_FILE}) nor an export "
+        "(no saved_model.pb, no numbered version folder with one)."
+    )
 
 
 def train(task, config, data, run_dir, *, options=None, overwrite=False, verbose=2, say=print):

@@ -109,7 +109,7 @@ nlptool; `runs.load` opens it (or the run directory) for the same
 `predict` as the run's.
 """
 
-export_dir = run.export(run_dir / "export", overwrite=True)
+export_dir = run.export(version=1, overwrite=True)  # run_dir/export/1, replaced when the recipe runs again
 print(f"Exported to {export_dir}")
 prompts = ["ROMEO:\n", "KING HENRY:\n"] if config.tokenizer.unit == "text" else ["the company said", "in the"]
 for prompt, row in zip(prompts, runs.load(export_dir).predict(prompts, seed=1)):

@@ -146,7 +146,7 @@ The tokeniser, the model and the class names in one SavedModel whose
 `runs.load` opens it (or a run directory) for the same `predict`.
 """
 
-export_dir = run.export(run_dir / "export", overwrite=True)
+export_dir = run.export(version=1, overwrite=True)  # run_dir/export/1, replaced when the recipe runs again
 print(f"Exported to {export_dir}")
 sentences = [
     "a gorgeous, witty and deeply moving film",

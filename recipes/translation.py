@@ -119,7 +119,7 @@ with `tf.saved_model.load`, without nlptool; `runs.load` opens it (or the
 run directory) for the same `predict` as the run's.
 """
 
-export_dir = run.export(run_dir / "export", overwrite=True)
+export_dir = run.export(version=1, overwrite=True)  # run_dir/export/1, replaced when the recipe runs again
 print(f"Exported to {export_dir}")
 translator = runs.load(export_dir)
 sentences = (splits.test if splits.test is not None else splits.validation)["source"].tolist()[:3]

@@ -5,12 +5,15 @@ task's test calls `run_task_test` instead of writing its own copy.
 - `in_fresh_process(script)` runs Python code in a new interpreter that
   never imports nlptool, and returns what it prints as JSON.
 - `call_export(export_dir, calls)` loads a SavedModel there with
-  `tf.saved_model.load` and calls signatures on inputs.
+  `tf.saved_model.load` and calls signatures on inputs;
+  `call_export_in_session` does the same through the session-based loader
+  of TF Serving and `saved_model_cli`, and `assert_served_alike` checks
+  that both (and `saved_model_cli show` / `run`) agree.
 - `run_layer_test(layer, inputs)` checks get_config / from_config, the
   `.keras` round trip and a training step.
 - `run_task_test(task, splits, overrides, texts, tmp_path)` trains a tiny
   run, checks the config round trip, the `.keras` round trip of the model,
-  export and reload in a fresh process without nlptool, that `predict` on
+  export and reload in fresh processes without nlptool (both loaders), that `predict` on
   the run and on the export agree, and (with `resume=True`) that an
   interrupted run resumes to the weights of an uninterrupted one.
 """
@@ -27,6 +30,7 @@ import numpy as np
 from nlptool import config as config_lib
 from nlptool import runs
 from nlptool import tasks as task_registry
+from nlptool.files import saved_model_dir
 
 
 def in_fresh_process(script, *, tensorflow_text=False, timeout=300):
@@ -55,7 +59,9 @@ def call_export(export_dir, calls, *, tensorflow_text=False):
     """Outputs of signature calls on an export, in a process without nlptool.
 
     `calls` is a list of (signature name, {input name: (value, dtype name)});
-    returns one {output name: nested list} per call, strings decoded."""
+    returns one {output name: nested list} per call, strings decoded.
+    `export_dir` is a SavedModel or a model folder (its highest version)."""
+    export_dir = saved_model_dir(export_dir)
     script = f"""
 import json
 import numpy as np
@@ -76,6 +82,102 @@ for name, inputs in {calls!r}:
 print(json.dumps(results))
 """
     return in_fresh_process(script, tensorflow_text=tensorflow_text)
+
+
+def call_export_in_session(export_dir, calls, *, tensorflow_text=False):
+    """As `call_export`, through the session-based loader that TF Serving
+    and `saved_model_cli` use: `tf.compat.v1.saved_model.loader.load` into a
+    graph session, each signature run by its SignatureDef's tensor names."""
+    export_dir = saved_model_dir(export_dir)
+    script = f"""
+import json
+import numpy as np
+import tensorflow as tf
+
+def plain(value):
+    if value.dtype == object and value.size:
+        return np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(value).tolist()
+    return value.tolist()
+
+results = []
+with tf.compat.v1.Session(graph=tf.Graph()) as session:
+    meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], {str(export_dir)!r})
+    for name, inputs in {calls!r}:
+        signature = meta_graph.signature_def[name]
+        feed = {{
+            signature.inputs[key].name: np.array(value, dtype=tf.as_dtype(dtype).as_numpy_dtype)
+            for key, (value, dtype) in inputs.items()
+        }}
+        fetches = {{key: tensor.name for key, tensor in signature.outputs.items()}}
+        results.append({{key: plain(value) for key, value in session.run(fetches, feed).items()}})
+print(json.dumps(results))
+"""
+    return in_fresh_process(script, tensorflow_text=tensorflow_text)
+
+
+def saved_model_cli(*args, tensorflow_text=False):
+    """Run `saved_model_cli ARGS` of this environment; returns what it printed.
+    With `tensorflow_text`, its ops are registered first (as in TF Serving's binary)."""
+    prologue = "import tensorflow_text; " if tensorflow_text else ""
+    # the console script's entry point, so that tensorflow_text can be imported before it
+    main = (
+        "from tensorflow.python.tools import saved_model_cli; sys.argv[0] = 'saved_model_cli'; saved_model_cli.main()"
+    )
+    code = prologue + "import sys; " + main
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=""),
+        cwd="/",
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def assert_served_alike(export_dir, calls, *, tensorflow_text=False):
+    """Both loaders that serve SavedModels give the same outputs for `calls`
+    (in processes without nlptool), and `saved_model_cli show --all` and
+    `run` work on the export; returns the outputs of `tf.saved_model.load`."""
+    eager = call_export(export_dir, calls, tensorflow_text=tensorflow_text)
+    session = call_export_in_session(export_dir, calls, tensorflow_text=tensorflow_text)
+    for (name, _), first, second in zip(calls, eager, session, strict=True):
+        assert first.keys() == second.keys(), name
+        for key in first:
+            if _is_text(first[key]):
+                assert first[key] == second[key], f"{name}.{key}"
+            else:
+                np.testing.assert_allclose(
+                    np.array(first[key]), np.array(second[key]), atol=1e-5, err_msg=f"{name}.{key}"
+                )
+    export_dir = saved_model_dir(export_dir)
+    shown = saved_model_cli("show", "--dir", export_dir, "--all", tensorflow_text=tensorflow_text)
+    for name, _ in calls:
+        assert f"signature_def['{name}']" in shown, name
+    name, inputs = next(call for call in calls if call[0] == "serving_default")
+    expressions = ";".join(f"{key}={value!r}" for key, (value, _) in inputs.items())
+    printed = saved_model_cli(
+        "run",
+        "--dir",
+        export_dir,
+        "--tag_set",
+        "serve",
+        "--signature_def",
+        name,
+        "--input_exprs",
+        expressions,
+        tensorflow_text=tensorflow_text,
+    )
+    for key in eager[calls.index((name, inputs))]:
+        assert f"Result for output key {key}:" in printed, key
+    return eager
+
+
+def _is_text(value):
+    while isinstance(value, list) and value:
+        value = value[0]
+    return isinstance(value, str)
 
 
 def run_layer_test(layer, inputs, *, expected_output_shape=None, atol=1e-6):
@@ -126,6 +228,7 @@ def run_task_test(
     tmp_path,
     *,
     predict_options=None,
+    signature_calls=None,
     resume=False,
     tensorflow_text=False,
     interrupted_at_epoch=None,
@@ -163,7 +266,8 @@ def run_task_test(
     from_export = exported.predict(texts, **predict_options)
     _assert_rows_close(from_run, from_export)
     inputs = {task.input_name: (list(texts), "string")}
-    fresh = call_export(export_dir, [("serving_default", inputs)], tensorflow_text=tensorflow_text)[0]
+    calls = [("serving_default", inputs), *(signature_calls or [])]
+    fresh = assert_served_alike(export_dir, calls, tensorflow_text=tensorflow_text)[0]
     in_process = exported.signatures["serving_default"](**{task.input_name: np.array(texts, dtype=object)})
     for name, value in in_process.items():
         value = value.numpy()

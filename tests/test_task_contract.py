@@ -111,10 +111,12 @@ class ParityTask(base.Task):
     def serving_module(self, trained):
         import tensorflow as tf
 
-        class Serving(tf.Module):
+        from nlptool.export import ServingModule
+
+        class Serving(ServingModule):
             def __init__(self, tokenizer, model, names):
-                super().__init__()
-                self.tokenizer, self.model, self.names = tokenizer, model, tf.constant(names)
+                super().__init__(model, name="parity_serving")
+                self.tokenizer, self.names = tokenizer, tf.constant(names)
 
             @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
             def serve(self, text):

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from nlptool import compat
+from nlptool.export import ServingModule
 from nlptool.layers import GRU
 
 
@@ -162,21 +163,20 @@ def class_weights(labels, num_classes):
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-class ClassifierServing(tf.Module):
+class ClassifierServing(ServingModule):
     """Raw strings in, `label` (class name) and `probabilities` out, with the
     tokeniser, the truncation to `max_length` tokens, the model and the
     class names in one graph."""
 
     def __init__(self, tokenizer, model, class_names, max_length):
-        super().__init__(name="sentiment_serving")
+        super().__init__(model, name="sentiment_serving")
         self.tokenizer = tokenizer
-        self.model = model
         self.max_length = max_length
         self._class_names = tf.constant([str(name) for name in class_names])
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(self, text):
-        probabilities = self.model(self.tokenizer(text)[:, : self.max_length], training=False)
+        probabilities = self.model(token_ids(self.tokenizer, text, self.max_length), training=False)
         label = tf.gather(self._class_names, tf.argmax(probabilities, axis=-1))
         return {"label": label, "probabilities": probabilities}
 
@@ -186,12 +186,21 @@ class ClassifierServing(tf.Module):
         return {"class_names": self._class_names}
 
 
+def token_ids(tokenizer, texts, max_length):
+    """The classifier's input: token ids truncated to `max_length`, and at
+    least one (padding) column, so that a batch of empty texts (or of none)
+    reads as each empty text does in any other batch, not as zero time
+    steps, which the GRU's loop cannot stack."""
+    ids = tokenizer(texts)[:, :max_length]
+    return tf.pad(ids, [[0, 0], [0, tf.maximum(1 - tf.shape(ids)[1], 0)]])
+
+
 def predict_probabilities(model, tokenizer, texts, max_length, batch_size=256):
     """Class probabilities (len(texts), classes), computed in a graph traced once."""
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def probabilities(batch):
-        return model(tokenizer(batch)[:, :max_length], training=False)
+        return model(token_ids(tokenizer, batch, max_length), training=False)
 
     out = [probabilities(tf.constant(texts[i : i + batch_size])).numpy() for i in range(0, len(texts), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), "float32")

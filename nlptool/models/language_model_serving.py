@@ -3,10 +3,11 @@
 import tensorflow as tf
 
 from nlptool import decoding
+from nlptool.export import ServingModule
 from nlptool.tokenizers import END_ID, PAD_ID, START_ID
 
 
-class LanguageModelServing(tf.Module):
+class LanguageModelServing(ServingModule):
     """Prompt strings in, generated text out: the tokeniser, the model and
     the decoding loop in one graph (see `nlptool.decoding`). `text` is the
     continuation of each prompt, as the tokeniser detokenises it (up to the
@@ -19,9 +20,8 @@ class LanguageModelServing(tf.Module):
     """
 
     def __init__(self, tokenizer, model, generation):
-        super().__init__(name="language_model_serving")
+        super().__init__(model, name="language_model_serving")
         self.tokenizer = tokenizer
-        self.model = model
         self.defaults = generation  # a GenerationConfig
         self.end_id = END_ID if generation.stop_at_end else -1
 
@@ -107,5 +107,7 @@ class LanguageModelServing(tf.Module):
     )
     def beam_search(self, prompt, max_new_tokens, beam_width):
         """The most probable continuation found by a beam search (log-probability in `score`)."""
+        with tf.control_dependencies([tf.debugging.assert_positive(beam_width, "beam_width must be at least 1")]):
+            beam_width = tf.identity(beam_width)  # checked before the search uses it
         tokens, scores = self.beam_ids(prompt, max_new_tokens, beam_width)
         return {"text": self.tokenizer.detokenize(tokens), "score": scores}

@@ -3,10 +3,11 @@
 import tensorflow as tf
 
 from nlptool import decoding
+from nlptool.export import ServingModule
 from nlptool.tokenizers import END_ID, PAD_ID, START_ID
 
 
-class EncoderDecoderServing(tf.Module):
+class EncoderDecoderServing(ServingModule):
     """Source strings in, translations out: both tokenisers, the model and
     the decoding loop in one graph.
 
@@ -24,10 +25,9 @@ class EncoderDecoderServing(tf.Module):
     """
 
     def __init__(self, source_tokenizer, target_tokenizer, model, decoding_config):
-        super().__init__(name="translation_serving")
+        super().__init__(model, name="translation_serving")
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
-        self.model = model
         self.defaults = decoding_config
 
     def _encode(self, source, beam_width):

@@ -577,6 +577,14 @@ def test_the_language_model_meets_the_task_contract(tmp_path, interrupted_at_epo
         ["the cat", "a dog sat", ""],
         tmp_path,
         predict_options={"max_new_tokens": 6, "temperature": 1.0, "top_k": 5, "seed": 7},
+        signature_calls=[  # every signature, in both loaders
+            generate_call(["the cat", "a dog sat", ""], 6, 1.0, 5, 0.9, 7),
+            (
+                "beam_search",
+                {"prompt": (["the cat", ""], "string"), "max_new_tokens": (5, "int32"), "beam_width": (3, "int32")},
+            ),
+            ("generation_defaults", {}),
+        ],
         resume=True,
         interrupted_at_epoch=interrupted_at_epoch,
     )
@@ -630,9 +638,9 @@ def test_export_in_a_fresh_process_generates_the_same_text(cli_run, exported):
         assert texts(runs.load(path).predict(prompts, max_new_tokens=6, temperature=0.0)) == greedy["text"]
         assert texts(runs.load(path).predict(prompts)) == default["text"]
     with pytest.raises(ExportError, match="already exists"):
-        runs.Run.open(run).export(out)
-    assert (out / "saved_model.pb").is_file()
-    info = json.loads((out / runs.EXPORT_INFO).read_text())
+        runs.Run.open(run).export(out, version=1)
+    assert (out / "1" / "saved_model.pb").is_file()
+    info = json.loads((out / "1" / runs.EXPORT_INFO).read_text())
     assert info["task"] == "language-model" and info["signatures"] == SIGNATURES.split(", ")
 
 
@@ -793,10 +801,10 @@ def test_cli_evaluate_generate_export(cli_run, exported, files):
     assert all(len(line.split("\t")[1].split()) <= 6 for line in lines)
     assert run_cli(["generate", run, *generate_args])[1] == first
     export, printed = exported
-    assert printed == f"wrote {export} (signatures: {SIGNATURES})\n"
+    assert printed == f"wrote {export / '1'} (signatures: {SIGNATURES})\n"
     assert run_cli(["generate", export, *generate_args])[1] == first
     assert run_cli(["generate", export, *generate_args[:3], "4", *generate_args[4:]])[1] != first  # --seed 4
-    code, _, err = run_cli(["export", run, export])
+    code, _, err = run_cli(["export", run, export, "--version", "1"])
     assert code == 2 and "already exists" in err
     code, _, err = run_cli(["generate", export, "a", "--beam-width", "0"])
     assert code == 2 and "beam width must be at least 1" in err

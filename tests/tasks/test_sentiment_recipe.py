@@ -67,7 +67,7 @@ def test_recipe_pretrains_a_language_model_and_starts_the_classifier_from_it(tmp
     assert tokenizer.vocabulary == lm_tokenizer.vocabulary
     saved = config_lib.resolve(SentimentConfig, [run / "config.yaml"])
     assert (saved.model.embedding_dim, saved.model.units) == (8, 8)  # the language model's, not 4 and 6
-    assert (run / "export" / "saved_model.pb").is_file()
+    assert (run / "export" / "1" / "saved_model.pb").is_file()
     predictions = [line for line in result.stdout.splitlines() if line.startswith(("positive", "negative"))]
     assert len(predictions) == 4  # one line per example sentence of the recipe, in order
     assert predictions[-1].endswith("It isn't funny, and I didn't care about anyone in it.")

@@ -65,6 +65,20 @@ TINY = [
 BANNED = [PAD_ID, START_ID]  # decode_step never proposes these
 
 
+def all_signature_calls(sources):
+    """A call of each signature but serving_default, for tests/harness.py's check of both loaders."""
+    strings = (list(sources), "string")
+    return [
+        (
+            "beam_search",
+            {"source": strings, "beam_width": (3, "int32"), "n_best": (2, "int32"), "length_penalty": (0.6, "float32")},
+        ),
+        ("greedy", {"source": strings}),
+        ("attention", {"source": strings, "target": ([t for t in TARGETS[: len(sources)]], "string")}),
+        ("decoding_defaults", {}),
+    ]
+
+
 def tr_config(*overrides):
     return config_lib.resolve(TranslationConfig, [], [*TINY, *overrides])
 
@@ -134,7 +148,15 @@ def overfit(tmp_path_factory):
     last = {}
     with pytest.MonkeyPatch.context() as monkeypatch:
         recording_last_weights(monkeypatch, last)
-        run = run_task_test(TASK, corpus_of(PAIRS), TINY, SOURCES, root, predict_options={"n_best": 3})
+        run = run_task_test(
+            TASK,
+            corpus_of(PAIRS),
+            TINY,
+            SOURCES,
+            root,
+            predict_options={"n_best": 3},
+            signature_calls=all_signature_calls(SOURCES),
+        )
     return run, tr_config(), last
 
 
@@ -850,11 +872,12 @@ def test_export_in_a_fresh_process_translates_the_same(overfit, exported):
     loaded = runs.load(exported)
     assert isinstance(loaded, runs.Exported) and loaded.task is TASK
     assert_rows_close(loaded.predict(sources, beam_width=3, n_best=2), run.predict(sources, beam_width=3, n_best=2))
-    info = json.loads((exported / "assets.extra" / "nlptool.json").read_text())
+    info = json.loads((loaded.path / "assets.extra" / "nlptool.json").read_text())
+    assert loaded.path == exported / "1"  # the model folder's highest version
     assert info["task"] == "translation" and info["tensorflow_text"] is False
     assert info["signatures"] == list(TASK.signatures)
     with pytest.raises(ExportError, match="already exists"):
-        run.export(exported)
+        run.export(exported, version=1)
     with pytest.raises(RunError, match="is an export"):
         loaded.evaluate(pairs_frame(PAIRS))
 
@@ -1045,12 +1068,13 @@ def test_the_task_contract_with_sentencepiece_tokenizers(tmp_path, interrupted_a
         SOURCES[:3],
         tmp_path,
         predict_options={"beam_width": 2, "n_best": 2},
+        signature_calls=all_signature_calls(SOURCES[:3]),
         resume=True,
         tensorflow_text=True,
         interrupted_at_epoch=interrupted_at_epoch,
     )
     assert type(run.load().preprocessing.tokenizers["source"]).__name__ == "SentencePieceTokenizer"
-    info = json.loads((tmp_path / "export" / "assets.extra" / "nlptool.json").read_text())
+    info = json.loads((tmp_path / "export" / "1" / "assets.extra" / "nlptool.json").read_text())
     assert info["tensorflow_text"] is True
 
 

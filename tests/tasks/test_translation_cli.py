@@ -86,7 +86,7 @@ def cli_export(cli_run, tmp_path_factory):
     export = tmp_path_factory.mktemp("cli_export") / "export"
     code, printed, err = run_cli(["export", cli_run[0], export])
     assert code == 0, err
-    assert printed == f"wrote {export} (signatures: {SIGNATURES})\n"
+    assert printed == f"wrote {export / '1'} (signatures: {SIGNATURES})\n"
     return export
 
 
@@ -160,9 +160,9 @@ def test_evaluate_translate_export(cli_run, cli_export, tmp_path, caplog):
     assert code == 2 and "n_best <= beam width" in err and err.count("\n") == 1
     code, _, err = run_cli(["translate", run, *sources, "--plot-attention", tmp_path / "two.png"])
     assert code == 2 and "one sentence" in err and not (tmp_path / "two.png").exists()
-    code, _, err = run_cli(["export", run, export])
+    code, _, err = run_cli(["export", run, export, "--version", "1"])
     assert code == 2 and "already exists" in err
-    code, _, err = run_cli(["export", run, export, "--overwrite"])
+    code, _, err = run_cli(["export", run, export, "--version", "1", "--overwrite"])
     assert code == 0, err
     assert run_cli(["translate", export, *sources])[1] == translations
 
@@ -300,7 +300,7 @@ def test_the_recipe_runs_on_a_tiny_setting(files, tmp_path):
     lines = done.stdout.splitlines()
     assert lines[0].startswith("first training pair: ")
     assert "20 training, 1 validation sentence pairs" in lines  # 5 % of 24 pairs held out, then the first 20
-    assert f"Exported to {run / 'export'}" in lines
+    assert f"Exported to {run / 'export' / '1'}" in lines
     assert lines[-1].startswith("Attention of '") and lines[-1].endswith(f"drawn in {run / 'attention.png'}")
     assert (run / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((run / "run.json").read_text())["data"]["max_train_examples"] == 20
