@@ -96,7 +96,8 @@ class ServedModel:
             inputs = {name: (np.dtype(spec.dtype.as_numpy_dtype), spec.shape.as_list()) for name, spec in specs.items()}
             batched = (
                 bool(inputs)
-                and all(len(shape) >= 1 and shape[0] is None for _, shape in inputs.values())
+                # a batch dimension first and no other of unknown size: requests concatenate
+                and all(len(shape) >= 1 and shape[0] is None and None not in shape[1:] for _, shape in inputs.values())
                 and all(spec.shape.rank and spec.shape[0] is None for spec in outputs.values())
             )
             self.signatures[key] = Signature(key, function, inputs, sorted(outputs), batched)
@@ -391,7 +392,12 @@ class Batcher:
                     break
                 batch.append(item)
                 total += item[1]
-            await self._run(loop, batch, total)
+            try:
+                await self._run(loop, batch, total)
+            except Exception:  # the worker must outlive any failure, and no request may wait forever
+                log.exception("batching failed")
+                for _, _, future in batch:
+                    _settle(future, error=RequestError("The server failed to batch this request.", 500))
 
     async def _run(self, loop, batch, total):
         import numpy as np

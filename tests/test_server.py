@@ -149,6 +149,21 @@ def test_any_text_is_answered(client, model, texts):
         assert all(abs(sum(p["probabilities"]) - 1) < 1e-5 for p in predictions)
 
 
+def test_random_strings_never_fail(client):
+    """300 strings of random code points (controls, combining marks, emoji, private use, NUL), in batches."""
+    rng = np.random.default_rng(0)
+    ranges = [(0, 0x20), (0x20, 0x7F), (0x300, 0x370), (0x4E00, 0x4E80), (0x1F600, 0x1F650), (0xE000, 0xE010)]
+    texts = []
+    for _ in range(300):
+        low, high = ranges[rng.integers(len(ranges))]
+        texts.append("".join(chr(c) for c in rng.integers(low, high, size=rng.integers(0, 40))))
+    for start in range(0, len(texts), 8):
+        batch = texts[start : start + 8]
+        response = client.post(PREDICT, json={"instances": batch})
+        assert response.status_code == 200, (batch, response.text)
+        assert len(response.json()["predictions"]) == len(batch)
+
+
 def test_an_empty_text_reads_the_same_alone_and_in_a_batch(client):
     alone = client.post(PREDICT, json={"instances": [""]}).json()["predictions"][0]
     mixed = client.post(PREDICT, json={"instances": ["a great film", ""]}).json()["predictions"][1]
