@@ -246,6 +246,9 @@ def beam_search(
     end_id=END_ID,
     length_penalty=0.0,
     n_best=1,
+    min_length=0,
+    block_ngrams=0,
+    penalty_fn=None,
 ):
     """Beam search: the `n_best` highest-scoring hypotheses of every row.
 
@@ -265,6 +268,18 @@ def beam_search(
     limit or when every beam of every sentence has finished. Hypotheses cut off
     at the limit without an end token are returned too, scored the same way.
 
+    Options for longer outputs (summaries):
+    * `min_length`: the end token is not proposed before the hypothesis has
+      `min_length - 1` tokens (so |Y| >= min_length when it ends; the length
+      limit still cuts).
+    * `block_ngrams` n >= 2 (a Python int): a token that would repeat an
+      n-gram already in the hypothesis is not proposed (n = 3: trigram
+      blocking, Paulus et al. 2018). 0 turns it off.
+    * `penalty_fn(state) -> float [N]`: a term added to the score of each
+      hypothesis, from the state after its last step, e.g. the GNMT coverage
+      penalty beta * sum_j log(min(sum_t a_tj, 1)). It is frozen when a
+      hypothesis finishes: score(Y) = log P(Y) / lp(Y) + penalty.
+
     State: `state` holds B rows; it is tiled to B * W rows with `tile_beams`
     (row b's beams are rows b*W .. b*W + W - 1) and reordered after every step.
     Reordering never moves a hypothesis to another sentence, so a `step_fn`
@@ -280,6 +295,9 @@ def beam_search(
         end_id: the token that finishes a hypothesis (kept in it); None or -1 never finishes.
         length_penalty: alpha of lp(Y), Python number or scalar tensor.
         n_best: hypotheses returned per sentence, at most `beam_width`.
+        min_length: the fewest tokens (end token included) of a finished hypothesis; scalar or int32 [B].
+        block_ngrams: n of the n-grams that may not repeat within a hypothesis (0: no blocking).
+        penalty_fn: None, or `state -> float [N]`, added to the scores (see above).
 
     Returns:
         tokens: int32 [B, n_best, T], right-padded with 0; T = max_length, or its maximum over rows.
@@ -295,6 +313,8 @@ def beam_search(
         raise ValueError(f"n_best must be at least 1, got {n_best}.")
     if isinstance(beam_width, int) and isinstance(n_best, int) and n_best > beam_width:
         raise ValueError(f"n_best ({n_best}) cannot exceed beam_width ({beam_width}).")
+    if block_ngrams and (not isinstance(block_ngrams, int) or block_ngrams < 2):
+        raise ValueError(f"block_ngrams must be 0 or an integer of at least 2, got {block_ngrams!r}.")
 
     start_tokens = tf.cast(start_tokens, tf.int32)
     state = tf.nest.map_structure(tf.convert_to_tensor, state)
@@ -307,6 +327,7 @@ def beam_search(
         total = tf.maximum(tf.reduce_max(limits), 0)  # 0 for an empty batch
     end_id = -1 if end_id is None else end_id
     alpha = tf.cast(length_penalty, tf.float32)
+    shortest = tf.broadcast_to(tf.cast(min_length, tf.int32), [batch])  # [B]
 
     def penalty(lengths):
         return tf.pow((5.0 + tf.cast(lengths, tf.float32)) / 6.0, alpha)
@@ -316,26 +337,35 @@ def beam_search(
         at_limit = (t >= limits)[:, None]
         return finished | at_limit | tf.equal(log_probs, _NEG_INF)
 
-    def keep_going(t, tokens, state, history, log_probs, lengths, finished):
+    def keep_going(t, tokens, state, history, log_probs, lengths, finished, bonus):
         return (t < total) & tf.logical_not(tf.reduce_all(stopped(t, log_probs, finished)))
 
-    def step(t, tokens, state, history, log_probs, lengths, finished):
+    def step(t, tokens, state, history, log_probs, lengths, finished, bonus):
         logits, state = _call_step(step_fn, tokens, state)
         vocab = tf.shape(logits)[-1]
-        token_log_probs = tf.reshape(tf.nn.log_softmax(logits), tf.stack([batch, width, vocab]))
+        token_log_probs = tf.nn.log_softmax(logits)
+        if block_ngrams:
+            token_log_probs = tf.where(_repeated_ngrams(history, t, vocab, block_ngrams), _NEG_INF, token_log_probs)
+        token_log_probs = tf.reshape(token_log_probs, tf.stack([batch, width, vocab]))
+        too_short = (lengths + 1 < shortest[:, None])[..., None] & tf.equal(tf.range(vocab), end_id)
+        token_log_probs = tf.where(too_short, _NEG_INF, token_log_probs)
         done = stopped(t, log_probs, finished)
+        if penalty_fn is not None:  # from the state after this step; kept as it was for a finished beam
+            step_bonus = tf.reshape(tf.cast(penalty_fn(state), tf.float32), tf.stack([batch, width]))
+            bonus = tf.where(done, bonus, step_bonus)
 
         # Proposals [B, W, V]: log P and |Y| of every continuation of every beam.
         pad_only = tf.where(tf.equal(tf.range(vocab), PAD_ID), 0.0, _NEG_INF)
         proposal_log_probs = log_probs[..., None] + tf.where(done[..., None], pad_only, token_log_probs)
         proposal_lengths = lengths + tf.cast(tf.logical_not(done), tf.int32)
-        proposal_scores = proposal_log_probs / penalty(proposal_lengths)[..., None]
+        proposal_scores = proposal_log_probs / penalty(proposal_lengths)[..., None] + bonus[..., None]
 
         _, chosen = tf.math.top_k(tf.reshape(proposal_scores, tf.stack([batch, -1])), k=width)  # [B, W]
         parent = chosen // vocab
         token = chosen % vocab
         log_probs = tf.gather(tf.reshape(proposal_log_probs, tf.stack([batch, -1])), chosen, batch_dims=1)
         lengths = tf.gather(proposal_lengths, parent, batch_dims=1)
+        bonus = tf.gather(bonus, parent, batch_dims=1)
         parent_done = tf.gather(done, parent, batch_dims=1)
         finished = tf.gather(finished, parent, batch_dims=1) | (tf.logical_not(parent_done) & tf.equal(token, end_id))
         token = tf.where(tf.equal(log_probs, _NEG_INF), PAD_ID, token)  # filler beams carry no tokens
@@ -345,7 +375,7 @@ def beam_search(
         tokens = tf.reshape(token, [-1])
         history = tf.gather(history, rows, axis=1)
         history = tf.tensor_scatter_nd_update(history, [[t]], tokens[None])
-        return t + 1, tokens, state, history, log_probs, lengths, finished
+        return t + 1, tokens, state, history, log_probs, lengths, finished, bonus
 
     first_beam = tf.where(tf.equal(tf.range(width), 0), 0.0, _NEG_INF)  # [W]
     history = tf.zeros(tf.stack([total, batch * width]), tf.int32)  # [T, B * W]: row t holds step t
@@ -357,6 +387,7 @@ def beam_search(
         tf.tile(first_beam[None], tf.stack([batch, 1])),
         tf.zeros(tf.stack([batch, width]), tf.int32),
         tf.zeros(tf.stack([batch, width]), tf.bool),
+        tf.zeros(tf.stack([batch, width]), tf.float32),
     )
     static_width = width if isinstance(width, int) else None
     invariants = (
@@ -367,9 +398,33 @@ def beam_search(
         tf.TensorShape([None, static_width]),
         tf.TensorShape([None, static_width]),
         tf.TensorShape([None, static_width]),
+        tf.TensorShape([None, static_width]),
     )
-    _, _, _, history, log_probs, lengths, _ = tf.while_loop(keep_going, step, loop_vars, shape_invariants=invariants)
+    _, _, _, history, log_probs, lengths, _, bonus = tf.while_loop(
+        keep_going, step, loop_vars, shape_invariants=invariants
+    )
 
-    scores, best = tf.math.top_k(log_probs / penalty(lengths), k=n_best)  # [B, n_best], descending
+    scores, best = tf.math.top_k(log_probs / penalty(lengths) + bonus, k=n_best)  # [B, n_best], descending
     sequences = tf.transpose(tf.reshape(history, tf.stack([total, batch, width])), [1, 2, 0])  # [B, W, T]
     return tf.gather(sequences, best, batch_dims=1), scores, tf.gather(lengths, best, batch_dims=1)
+
+
+def _repeated_ngrams(history, t, vocab, n):
+    """bool [N, V]: the tokens that, after the t tokens of each row of
+    `history` ([T, N], step k in row k), would complete an n-gram that the
+    row already holds."""
+    rows = tf.transpose(history)  # [N, T]
+    steps = tf.shape(rows)[1]
+    padded = tf.concat([rows, tf.zeros(tf.stack([tf.shape(rows)[0], n]), rows.dtype)], axis=1)
+    # window k (tokens k .. k + n - 1) is complete and earlier iff k + n - 1 < t; the new
+    # n-gram is tokens t - n + 1 .. t - 1 and the candidate
+    match = tf.range(steps)[None, :] <= t - n
+    for i in range(n - 1):
+        prefix_token = tf.gather(padded, tf.maximum(t - n + 1 + i, 0), axis=1)[:, None]
+        match &= tf.equal(padded[:, i : i + steps], prefix_token)
+    following = padded[:, n - 1 : n - 1 + steps]
+    found = tf.where(match)  # [M, 2]: (row, window)
+    tokens = tf.gather_nd(following, found)
+    indices = tf.stack([tf.cast(found[:, 0], tf.int32), tokens], axis=1)
+    hits = tf.scatter_nd(indices, tf.ones(tf.shape(tokens), tf.int32), tf.stack([tf.shape(rows)[0], vocab]))
+    return hits > 0

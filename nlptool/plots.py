@@ -57,14 +57,30 @@ def plot_confusion_matrix(confusion, path):
     return _save(figure, path)
 
 
-def plot_attention(weights, source_pieces, target_pieces, path, source_label="source", target_label="output"):
-    """A heat map of attention `weights` (target pieces x source pieces)."""
+def plot_attention(
+    weights, source_pieces, target_pieces, path, source_label="source", target_label="output", row_values=None
+):
+    """A heat map of attention `weights` (target pieces x source pieces);
+    with `row_values` (one per target piece, in [0, 1], such as p_gen), a
+    column of them beside it."""
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(1.5 + 0.45 * len(source_pieces), 1.2 + 0.38 * len(target_pieces)))
+    size = (1.5 + 0.45 * len(source_pieces) + (0.6 if row_values is not None else 0), 1.2 + 0.38 * len(target_pieces))
+    if row_values is None:
+        figure, axes = plt.subplots(figsize=size)
+    else:
+        figure, (axes, side) = plt.subplots(
+            1, 2, figsize=size, gridspec_kw={"width_ratios": [max(len(source_pieces), 1), 1.2]}, sharey=True
+        )
     image = axes.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     axes.set_xticks(range(len(source_pieces)), [p or "\u2581" for p in source_pieces], rotation=60, ha="right")
     axes.set_yticks(range(len(target_pieces)), [p or "\u2581" for p in target_pieces])
     axes.set_xlabel(source_label)
     axes.set_ylabel(target_label)
+    if row_values is not None:
+        values = np.asarray(row_values, dtype=float).reshape(-1, 1)
+        side.imshow(values, cmap="magma", vmin=0.0, vmax=1.0, aspect="auto")
+        for row, value in enumerate(values[:, 0]):
+            side.text(0, row, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
+        side.set_xticks([0], ["p_gen"])
     figure.colorbar(image, ax=axes, fraction=0.04)
     return _save(figure, path)

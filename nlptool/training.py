@@ -255,6 +255,75 @@ class SwapAveragedWeights(keras.callbacks.Callback):
         self._put(average=False)
 
 
+class CoveragePhase(keras.callbacks.Callback):
+    """The coverage schedule of See et al. (2017): train without the
+    coverage loss, then for a short final phase with it.
+
+    The first phase ends after the epoch at which training would otherwise
+    stop (early stopping, the time budget), or once only `epochs` epochs of
+    the budget are left (`total_epochs`, and `max_minutes` from the mean
+    epoch time). The phase then starts from the first phase's best weights
+    (the checkpoint), with the model's `coverage_weight` set to `weight`,
+    and runs `epochs` epochs; the checkpoint and early stopping choose among
+    its epochs only. Each epoch logs `coverage_weight`. A stop after a
+    NaN loss (TerminateOnNaN) is left alone.
+
+    Place it after the checkpoint, early stopping and the time budget, and
+    before ResumeBestSoFar. The phase's first epoch is kept beside the
+    backup, and the best weights are loaded at the beginning of that epoch
+    (after the backup restores), so a resumed run goes on exactly.
+    """
+
+    def __init__(self, weight, epochs, total_epochs, checkpoint, early_stopping, backup_dir, max_minutes=None):
+        super().__init__()
+        if not epochs >= 1:
+            raise ValueError(f"The coverage phase needs at least one epoch, got {epochs}.")
+        self.weight, self.epochs, self.total_epochs = float(weight), int(epochs), int(total_epochs)
+        self.checkpoint, self.early_stopping = checkpoint, early_stopping
+        self.seconds = None if max_minutes is None else 60 * max_minutes
+        self.path = Path(backup_dir) / "coverage_phase.json"
+
+    def on_train_begin(self, logs=None):
+        self.start, self._starting = None, True
+        self.started_at, self.epochs_here = time.monotonic(), 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._starting:
+            self._starting = False
+            if epoch > 0 and self.path.is_file():
+                state = json.loads(self.path.read_text(encoding="utf-8"))
+                if state["epoch"] == epoch - 1:
+                    self.start = state["start"]
+        if self.start == epoch and Path(self.checkpoint.filepath).is_file():
+            self.model.load_weights(self.checkpoint.filepath)  # the first phase's best
+        in_phase = self.start is not None and epoch >= self.start
+        self.model.coverage_weight.assign(self.weight if in_phase else 0.0)
+
+    def _budget_left_for_phase(self, epoch):
+        if epoch + 1 + self.epochs >= self.total_epochs:
+            return False
+        if self.seconds is None:
+            return True
+        elapsed = time.monotonic() - self.started_at
+        return elapsed + (self.epochs + 1) * elapsed / self.epochs_here <= self.seconds
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs_here += 1
+        logs = logs if logs is not None else {}
+        logs["coverage_weight"] = float(self.model.coverage_weight.numpy())
+        diverged = not np.isfinite(float(logs.get("loss", 0.0)))  # TerminateOnNaN's stop stands
+        if self.start is None and not diverged and (self.model.stop_training or not self._budget_left_for_phase(epoch)):
+            self.start = epoch + 1
+            self.model.stop_training = False
+            self.checkpoint.best = None  # choose among the phase's epochs
+            stopping = self.early_stopping
+            stopping.best, stopping.wait, stopping.best_weights = None, 0, None
+            stopping.best_epoch, stopping.stopped_epoch = epoch + 1, 0
+        elif self.start is not None and epoch + 1 >= self.start + self.epochs:
+            self.model.stop_training = True
+        write_json(self.path, {"epoch": epoch, "start": self.start})
+
+
 class TimeBudget(keras.callbacks.Callback):
     """Stops training after the epoch when another epoch would pass
     `minutes` of training in this process (from the mean epoch time so far)."""
@@ -284,7 +353,17 @@ def epoch_variable():
     return tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
 
 
-def callbacks(run_dir, epoch, monitor="val_accuracy", mode="max", patience=2, schedule=None, back_off=None):
+def callbacks(
+    run_dir,
+    epoch,
+    monitor="val_accuracy",
+    mode="max",
+    patience=2,
+    schedule=None,
+    back_off=None,
+    max_minutes=None,
+    phase=None,
+):
     """The standard callbacks of a run in `run_dir`.
 
     Args:
@@ -297,6 +376,9 @@ def callbacks(run_dir, epoch, monitor="val_accuracy", mode="max", patience=2, sc
             (None: the optimizer's own).
         back_off: with `schedule`, the factor of `ScheduleWithBackOff`
             (None: none).
+        max_minutes: the time budget (`TimeBudget`), None: none.
+        phase: None, or `phase(checkpoint, early_stopping, backup_dir)` ->
+            a callback that acts on their decisions (`CoveragePhase`).
 
     With an optimizer that keeps a moving average of the weights
     (`use_ema`), validation, the checkpoint and early stopping see the
@@ -324,6 +406,8 @@ def callbacks(run_dir, epoch, monitor="val_accuracy", mode="max", patience=2, sc
         SwapAveragedWeights(),  # after the backup
         checkpoint,
         stopping,
+        *([TimeBudget(max_minutes)] if max_minutes is not None else []),
+        *([phase(checkpoint, stopping, run_dir / "backup")] if phase is not None else []),
         ResumeBestSoFar(run_dir / "backup", checkpoint, stopping),  # after the two it keeps
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
@@ -361,9 +445,9 @@ def fit(model, batches, run_dir, config, epoch, monitor, mode, schedule=None, ba
         patience=config.early_stopping_patience,
         schedule=schedule,
         back_off=back_off,
+        max_minutes=config.max_minutes,
+        phase=batches.phase,
     )
-    if config.max_minutes is not None:
-        run_callbacks.append(TimeBudget(config.max_minutes))
     started = time.monotonic()
     model.fit(
         batches.train,

@@ -520,3 +520,67 @@ def test_zero_steps_and_empty_batches_keep_their_shapes():
     generator = Generator(P8)
     assert generator.generate(starts(0), 4, 1.0, 0, 1.0, tf.constant(0, tf.int64))["tokens"].shape == (0, 4)
     assert generator.search(starts(0), tf.zeros([0], tf.int32), 0.0)["tokens"].shape == (0, 2, 0)
+
+
+# === Options for long outputs: minimum length, n-gram blocking, a score penalty ===
+
+
+def wide_beam_of_one(model, state, max_len, **options):
+    """(tokens, scores, lengths) of the first sentence with a beam wide enough to be exhaustive."""
+    tokens, scores, lengths = beam_search(model, state, starts(1), 64, max_len, n_best=5, **options)
+    return tokens.numpy()[0], scores.numpy()[0], lengths.numpy()[0]
+
+
+def test_min_length_keeps_the_end_token_back_until_the_hypothesis_is_long_enough():
+    everything = enumerate_hypotheses(markov_log_probs(P5), START_ID, 5, 0.6)
+    allowed = {seq: s for seq, s in everything.items() if seq[-1] != END_ID or len(seq) >= 3}
+    assert len(allowed) < len(everything)  # P5 ends early often: the constraint removes hypotheses
+    tokens, scores, lengths = wide_beam_of_one(Markov(P5), dummy_state(1), 5, length_penalty=0.6, min_length=3)
+    assert_beam_is_exact(tokens, scores, lengths, allowed, 5)
+    # per sentence, as a vector: the second sentence may end at once
+    _, _, lengths = beam_search(Markov(P5), dummy_state(2), starts(2), 8, 5, min_length=tf.constant([4, 1]))
+    assert lengths.numpy()[0].min() >= 4 and lengths.numpy()[1].min() < 4
+
+
+def repeats(sequence, n):
+    grams = [sequence[i : i + n] for i in range(len(sequence) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_ngram_blocking_returns_the_best_hypotheses_without_a_repeated_ngram(n):
+    everything = enumerate_hypotheses(markov_log_probs(P5), START_ID, 6, 0.0)
+    allowed = {seq: s for seq, s in everything.items() if not repeats(seq, n)}
+    assert len(allowed) < len(everything)
+    tokens, scores, lengths = wide_beam_of_one(Markov(P5), dummy_state(1), 6, block_ngrams=n)
+    assert_beam_is_exact(tokens, scores, lengths, allowed, 5)
+    unblocked = wide_beam_of_one(Markov(P5), dummy_state(1), 6)
+    best = tuple(unblocked[0][0, : unblocked[2][0]])
+    assert repeats(best, n) or best in allowed  # blocking only removes what repeats
+
+
+def test_block_ngrams_must_be_at_least_two():
+    with pytest.raises(ValueError, match="block_ngrams"):
+        beam_search(Markov(P5), dummy_state(1), starts(1), 2, 4, block_ngrams=1)
+
+
+class Counting(Markov):
+    """A Markov chain whose state counts the fed tokens equal to 4."""
+
+    def __call__(self, tokens, state):
+        logits, _ = super().__call__(tokens, state)
+        return logits, state + tf.cast(tf.equal(tokens, 4), tf.float32)[:, None]
+
+
+def test_a_penalty_of_the_state_is_added_to_the_score_and_frozen_when_a_hypothesis_ends():
+    weight = -0.7
+
+    def penalty(state):
+        return weight * state[:, 0]
+
+    base = enumerate_hypotheses(markov_log_probs(P5), START_ID, 4, 0.6)
+    # the state after the step that produced the last token counts the fed tokens: <s> and all but the last
+    expected = {seq: s + weight * list(seq[:-1]).count(4) for seq, s in base.items()}
+    assert sorted(expected.values())[-5:] != sorted(base.values())[-5:]
+    tokens, scores, lengths = wide_beam_of_one(Counting(P5), dummy_state(1), 4, length_penalty=0.6, penalty_fn=penalty)
+    assert_beam_is_exact(tokens, scores, lengths, expected, 5)

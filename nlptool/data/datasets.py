@@ -85,7 +85,8 @@ class Dataset:
         read: read(path, split) -> DataFrame with `columns`.
         source: the canonical download: one archive (a Source), or a dict
             file name -> Source of several downloads. Without `prepare`,
-            these are the plain files themselves.
+            these are the plain files themselves. None: no download is
+            allowed (the data's terms), and `obtain` says how to get it.
         prepare: prepare(downloaded, folder) turns the extracted archive, or
             the folder of a dict source's downloads, into the dataset's
             files inside `folder` (None for plain-file sources).
@@ -103,13 +104,14 @@ class Dataset:
             for a training split whose rows are not independent (SST-2's
             phrases of the same sentences); None: callers hold out a
             stratified random share of the rows.
+        obtain: for a dataset without a download, where to get it.
     """
 
     name: str
     task: str
     files: dict
     read: Callable[[Path, str], pd.DataFrame]
-    source: Source | dict
+    source: Source | dict | None
     prepare: Callable[[Path, Path], None] | None = None
     columns: tuple = ("text", "label")
     label_names: dict = field(default_factory=dict)
@@ -117,6 +119,7 @@ class Dataset:
     companions: tuple = ()
     file_sha256: dict = field(default_factory=dict)
     hold_out: Callable[[pd.DataFrame, float, int], tuple] | None = None
+    obtain: str = ""
 
     @property
     def splits(self):
@@ -129,6 +132,8 @@ class Dataset:
 
     @property
     def sources(self):
+        if self.source is None:
+            return []
         return list(self.source.values()) if isinstance(self.source, dict) else [self.source]
 
 
@@ -183,6 +188,12 @@ def locate(name, data_dir=None, download=True):
         if all((folder / relative).is_file() for relative in dataset.required_files):
             return folder
     looked = ", ".join(str(d) for d in search_dirs(data_dir))
+    if dataset.source is None:
+        files = ", ".join(dataset.required_files)
+        raise DatasetError(
+            f"Dataset {name!r} was not found in {looked}, and it has no download: {dataset.obtain} "
+            f"Put {files} in a folder {name}/ of a data directory (NLPTOOL_DATA_DIR or --data-dir)."
+        )
     if not download:
         raise DatasetError(f"Dataset {name!r} was not found in {looked}, and downloading is off.")
     return fetch(dataset, cache_dir())
@@ -707,5 +718,104 @@ register(
             "118,964 pairs; our split puts 90/5/5 % of the English sentences in train/valid/test."
         ),
         file_sha256={"spa.txt": "6ec60e212f812ee3430f7568ea6f33b6fb080e32193c5952e8da0ee8ba45574c"},
+    )
+)
+
+
+# --- summarisation corpora: columns text and summary, one pair a row ---
+
+# Gigaword headline generation as Rush et al. (2015) released it has no
+# training split here: the two pools of its validation set are the training
+# data. Our pool is both files' pairs in file order (valid10k, then
+# validsmall), exact duplicate pairs dropped (the first kept), and every pair
+# whose article is also a test article dropped; "valid" is 5 % of the pool's
+# distinct articles (group_split with seed 1234, so an article with two
+# headlines stays on one side) and "train" the rest. "test" is the standard
+# 1,951-pair test set.
+GIGAWORD_POOLS = ("valid10k", "validsmall")
+GIGAWORD_SPLIT = {"train": 0.95, "valid": 0.05, "test": 0.0}  # shares of the pool's articles
+SUMMARY_SPLIT_SEED = 1234
+
+
+def _read_gigaword_files(folder, name):
+    pairs = _read_aligned({"text": folder / f"{name}.article.txt", "summary": folder / f"{name}.title.txt"})
+    return pairs
+
+
+def gigaword_pool(folder):
+    """The pairs of both validation pools, without duplicates or test articles (see GIGAWORD_POOLS)."""
+    pool = pd.concat([_read_gigaword_files(folder, name) for name in GIGAWORD_POOLS], ignore_index=True)
+    pool = pool.drop_duplicates(ignore_index=True)
+    test_articles = set(_read_gigaword_files(folder, "test")["text"])
+    return pool[~pool["text"].isin(test_articles)].reset_index(drop=True)
+
+
+def _read_gigaword(path, split):
+    folder = path.parent
+    if split == "test":
+        return _read_gigaword_files(folder, "test")
+    pool = gigaword_pool(folder)
+    names = group_split(pool["text"], seed=SUMMARY_SPLIT_SEED, shares=GIGAWORD_SPLIT)
+    return pool[names == split].reset_index(drop=True)
+
+
+register(
+    Dataset(
+        name="gigaword",
+        task="summarization",
+        files={"train": "valid10k.article.txt", "valid": "valid10k.article.txt", "test": "test.article.txt"},
+        read=_read_gigaword,
+        source=None,
+        columns=("text", "summary"),
+        description=(
+            "Gigaword headline generation (Rush et al. 2015 release; LDC English Gigaword): the first sentence "
+            "of an article and its headline, lower-cased, tokenised, digits as #. Training data: the two "
+            "validation pools (23k pairs), not the 3.8M-pair training set; test: the standard 1,951 pairs."
+        ),
+        companions=tuple(f"{name}.{part}.txt" for name in (*GIGAWORD_POOLS, "test") for part in ("article", "title")),
+        file_sha256={
+            "test.article.txt": "578b33eaffe7bf9cab2d84d6f1399fd6f38c1778d194a9877ba66c15232b183c",
+            "test.title.txt": "15561a71977ee7bd5de4f8f405ea4adcc2f41220b2d9f9db7f71c23c27f8b9d7",
+            "valid10k.article.txt": "5b4eab530e20154f8547d3a21c433ff9de87ddf1cd3fb4f853ed13200c9d0dc3",
+            "valid10k.title.txt": "3c505f3974a522955d77a1eacf80b934276039f3b318ab19e090d453594a16e0",
+            "validsmall.article.txt": "f6f3c45712f7b360eed54a58bd3338164f38ef0a468b989c149e8b951118dadf",
+            "validsmall.title.txt": "64a52eaf8c8e64525043e926201a5bbef0a4b96a734dc0ed5304037035e634c4",
+        },
+        obtain=(
+            "Gigaword is licensed by the LDC; the Rush et al. (2015) release "
+            "(github.com/harvardnlp/sent-summary) holds its test set and validation pools."
+        ),
+    )
+)
+
+# BBC News Summary has no official split. Ours groups rows by article text
+# (98 articles occur twice), and with group_split (seed 1234) puts 80 / 10 /
+# 10 % of the distinct articles in train / valid / test. The text is the
+# article as the file has it (its first line is the headline), the summary
+# the file's extractive summary.
+BBC_SPLIT = {"train": 0.80, "valid": 0.10, "test": 0.10}
+
+
+def _read_bbc_news(path, split):
+    frame = pd.read_csv(path, dtype={"category": str, "article": str, "summary": str}, keep_default_na=False)
+    pairs = pd.DataFrame({"text": frame["article"], "summary": frame["summary"]})
+    names = group_split(pairs["text"], seed=SUMMARY_SPLIT_SEED, shares=BBC_SPLIT)
+    return pairs[names == split].reset_index(drop=True)
+
+
+register(
+    Dataset(
+        name="bbc_news_summary",
+        task="summarization",
+        files={split: "bbc_news_summary.csv" for split in BBC_SPLIT},
+        read=_read_bbc_news,
+        source=None,
+        columns=("text", "summary"),
+        description=(
+            "BBC News Summary: 2,225 BBC articles of 2004-2005 in 5 categories (Greene & Cunningham 2006) "
+            "with extractive summaries; research use. Our split: 80/10/10 % of the distinct articles."
+        ),
+        file_sha256={"bbc_news_summary.csv": "5a3f36e00f309140176139f08df0e06a7e5ab2f8edaa845b3c1761a7fbb81ab8"},
+        obtain="The BBC News Summary dataset (Kaggle, pariza/bbc-news-summary) is for research use.",
     )
 )

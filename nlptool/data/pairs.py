@@ -12,6 +12,7 @@ from nlptool.errors import DataError
 from nlptool.tokenizers import END_ID, START_ID
 
 TOKENIZE_BATCH = 4096
+COPY_BATCH = 256  # pairs per dense batch when extending ids (length x length comparisons)
 
 
 def encode(tokenizer, texts):
@@ -38,6 +39,37 @@ def encode_pairs(source_tokenizer, target_tokenizer, frame, max_length=None):
             "raise training.max_length."
         )
     return source, target
+
+
+def encode_copy_pairs(tokenizer, frame, max_source_length, max_target_length, extend=False):
+    """(source ids, target ids) of the (text, summary) pairs in `frame` for
+    a model with one vocabulary, as tf.RaggedTensors without start or end
+    tokens: texts cut to `max_source_length` tokens, summaries to
+    `max_target_length`. With `extend` (a word tokeniser and the copy
+    distribution), out-of-vocabulary words take their text's extended ids
+    (`nlptool.models.pointer_generator.extend_ids`)."""
+    from nlptool.models import pointer_generator
+
+    vocabulary_size = tokenizer.vocabulary_size()
+    parts = []
+    for start in range(0, len(frame), COPY_BATCH):
+        rows = frame.iloc[start : start + COPY_BATCH]
+        texts, summaries = tf.constant(rows["text"].tolist()), tf.constant(rows["summary"].tolist())
+        source = tokenizer.tokenize(texts)[:, :max_source_length]
+        target = tokenizer.tokenize(summaries)[:, :max_target_length]
+        if extend:
+            source_words = tokenizer.split(texts)[:, :max_source_length].to_tensor("")
+            target_words = tokenizer.split(summaries)[:, :max_target_length].to_tensor("")
+            extended, _ = pointer_generator.extend_ids(source_words, source.to_tensor(0), vocabulary_size)
+            target_ids = pointer_generator.extend_target_ids(
+                target_words, target.to_tensor(0), source_words, extended, vocabulary_size
+            )
+            source = tf.RaggedTensor.from_tensor(extended, lengths=source.row_lengths())
+            target = tf.RaggedTensor.from_tensor(target_ids, lengths=target.row_lengths())
+        parts.append((source, target))
+    if not parts:
+        raise DataError("There are no text-summary pairs to encode.")
+    return tf.concat([s for s, _ in parts], axis=0), tf.concat([t for _, t in parts], axis=0)
 
 
 def pair_dataset(

@@ -20,6 +20,8 @@ class BahdanauAttention(keras.layers.Layer):
 
         keys_j    = W_h h_j + b                     (b only with use_bias=True)
         e_j       = v^T tanh(W_s s + keys_j)        score of source position j
+        e_j       = v^T tanh(W_s s + keys_j + w_c c_j)   with coverage (See et al. 2017),
+                                                    c_j the attention position j received so far
         alpha     = softmax_j(e) over the valid positions; exactly 0 elsewhere
         context   = sum_j alpha_j h_j
 
@@ -32,8 +34,10 @@ class BahdanauAttention(keras.layers.Layer):
     layer's compute dtype.
 
     Weights, in `get_weights()` order: `query_kernel` W_s (query_dim, units),
-    `memory_kernel` W_h (memory_dim, units), `score_vector` v (units,) and,
-    with `use_bias=True`, `bias` b (units,).
+    `memory_kernel` W_h (memory_dim, units), `score_vector` v (units,),
+    with `use_bias=True`, `bias` b (units,), and with `coverage=True`,
+    `coverage_kernel` w_c (units,), initialised to zeros (so that a model
+    starts as one without coverage).
 
     The layer is built from the shapes of its first call, or explicitly with
     `build(query_shape, memory_shape)`; `precompute` needs a built layer.
@@ -45,6 +49,7 @@ class BahdanauAttention(keras.layers.Layer):
         use_bias: whether the score has the bias b inside the tanh.
         kernel_initializer: initializer of W_s, W_h and v.
         bias_initializer: initializer of b.
+        coverage: whether the score has the coverage term w_c c_j.
 
     Call arguments:
         query: (batch, query_dim), one decoder state per row; or
@@ -54,6 +59,9 @@ class BahdanauAttention(keras.layers.Layer):
             `precompute(memory)`; computed here when None.
         mask: optional bool (batch, source_len), True at valid positions.
             Not taken from Keras mask metadata: pass it explicitly.
+        coverage: with `coverage=True`, (batch, source_len) for a 2-D query
+            or (batch, T, source_len) for a 3-D one: the attention each
+            source position received at earlier steps (zeros at the first).
 
     Returns:
         `(context, weights)`: context (batch, memory_dim) and weights
@@ -83,6 +91,7 @@ class BahdanauAttention(keras.layers.Layer):
         use_bias=True,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
+        coverage=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -94,6 +103,7 @@ class BahdanauAttention(keras.layers.Layer):
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.coverage = bool(coverage)
 
     # === Weights ===
 
@@ -117,6 +127,9 @@ class BahdanauAttention(keras.layers.Layer):
             self.bias = self.add_weight(shape=(self.units,), name="bias", initializer=self.bias_initializer)
         else:
             self.bias = None
+        self.coverage_kernel = None
+        if self.coverage:
+            self.coverage_kernel = self.add_weight(shape=(self.units,), name="coverage_kernel", initializer="zeros")
 
     # === Forward pass ===
 
@@ -138,7 +151,7 @@ class BahdanauAttention(keras.layers.Layer):
             keys = keys + tf.cast(self.bias, dtype)
         return keys
 
-    def call(self, query, memory, keys=None, mask=None):
+    def call(self, query, memory, keys=None, mask=None, coverage=None):
         dtype = self.compute_dtype
         query = tf.cast(query, dtype)
         memory = tf.cast(memory, dtype)
@@ -154,7 +167,17 @@ class BahdanauAttention(keras.layers.Layer):
             raise ValueError(f"The query of `BahdanauAttention` must have rank 2 or 3, got shape {tuple(query.shape)}.")
 
         # (batch, T, 1, units) + (batch, 1, source_len, units)
-        features = tf.tanh(processed[:, :, None, :] + keys[:, None, :, :])
+        features = processed[:, :, None, :] + keys[:, None, :, :]
+        if self.coverage:
+            if coverage is None:
+                raise ValueError(f"`BahdanauAttention` layer '{self.name}' has coverage=True: pass `coverage`.")
+            coverage = tf.cast(coverage, dtype)
+            if single_step:
+                coverage = coverage[:, None, :]
+            features += coverage[..., None] * tf.cast(self.coverage_kernel, dtype)
+        elif coverage is not None:
+            raise ValueError(f"`BahdanauAttention` layer '{self.name}' was built without coverage; got `coverage`.")
+        features = tf.tanh(features)
         # v^T as an element-wise product and sum: tf.linalg.matvec here would
         # be a broadcasting BatchMatMulV2, which crashes intermittently with
         # the oneDNN CPU kernels of TF 2.21.
@@ -200,6 +223,7 @@ class BahdanauAttention(keras.layers.Layer):
                 "use_bias": self.use_bias,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "coverage": self.coverage,
             }
         )
         return config

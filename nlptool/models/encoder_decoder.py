@@ -21,10 +21,13 @@ y_1 .. y_n </s>; padded targets carry no loss; label smoothing spreads
 (`nlptool.decoding`) and gives the same numbers as the teacher-forced run.
 
 Hooks for tasks that need more than translation (see docs/design.md):
-`output_scores` turns each step's logits into the scores of the output
-distribution (a copy mechanism mixes the attention in there),
-`extra_losses` adds named loss terms (coverage), and `decode_step` returns
-the step's attention weights.
+`initial_decoder_state` and `_recur` let the decoder's state be a
+structure (a coverage vector beside s_t), `output_scores` turns each step's
+logits into the scores of the output distribution (a copy mechanism mixes
+the attention in there), `embedding_ids` maps the ids the embeddings read
+(extended vocabulary ids to <unk>), `extra_losses` adds named loss terms
+(coverage) weighted by `extra_loss_weights`, and `decode_step` returns the
+step's attention weights.
 """
 
 import keras
@@ -63,10 +66,12 @@ class AttentionEncoderDecoder(keras.Model):
         dropout=0.0,
         tie_embeddings=True,
         label_smoothing=0.0,
+        coverage=False,
         seed=0,
         **kw,
     ):
         super().__init__(**kw)
+        self.coverage = coverage
         self.source_vocabulary_size = source_vocabulary_size
         self.target_vocabulary_size = target_vocabulary_size
         self.embedding_dim = embedding_dim
@@ -89,7 +94,7 @@ class AttentionEncoderDecoder(keras.Model):
             for i in range(encoder_layers)
         ]
         self.bridge = keras.layers.Dense(decoder_units, activation="tanh", name="bridge")
-        self.attention = BahdanauAttention(attention_units, name="attention")
+        self.attention = self.make_attention(attention_units)
         self.decoder_gru = GRU(decoder_units, name="decoder_gru")
         # maxout over pairs of units (Goodfellow et al. 2013), as in Bahdanau et al.'s deep output
         self.deep_output = keras.layers.Dense(2 * embedding_dim, name="deep_output")
@@ -102,6 +107,10 @@ class AttentionEncoderDecoder(keras.Model):
         self.nll = TokenNLL(name="nll")
         self.smoothed = TokenNLL(name="smoothed_loss")
         self.extra_trackers = {name: keras.metrics.Mean(name=name) for name in self.extra_loss_names}
+        if coverage:  # set by training.CoveragePhase: 0 until the coverage phase
+            self.coverage_weight = self.add_weight(
+                shape=(), initializer="zeros", trainable=False, name="coverage_weight"
+            )
 
     def build(self, input_shape=None):
         # the decoder's layers run step by step (also inside decoding loops,
@@ -119,23 +128,30 @@ class AttentionEncoderDecoder(keras.Model):
         keys W_h h_j + b (computed once per sentence), the bool mask of real
         source tokens and the decoder's initial state."""
         mask = tf.not_equal(source, PAD_ID)
-        x = self.dropouts[0](self.source_embedding(source), training=training)
+        x = self.dropouts[0](self.source_embedding(self.embedding_ids(source)), training=training)
         for i, layer in enumerate(self.encoder):
             if i:
                 x = self.dropouts[i](x, training=training)
             x, forward, backward = layer(x, mask=mask, training=training)
         state = self.bridge(tf.concat([forward, backward], axis=-1))
         keys = self.attention.precompute(x)
-        return x, keys, mask, state
+        return x, keys, mask, self.initial_decoder_state(state, mask)
 
     # --- decoder ---
 
     def _recur(self, embedded, state, memory, keys, mask):
-        """One decoder recurrence: the embedding of y_{t-1} and s_{t-1} ->
-        (s_t, c_t, attention weights alpha_t)."""
+        """One decoder recurrence: the embedding of y_{t-1} and the decoder
+        state -> (new decoder state, s_t, c_t, attention weights alpha_t).
+        The decoder state is s_t itself, or with coverage (s_t, the sum of
+        the attention of all steps so far)."""
+        if self.coverage:
+            state, coverage = state
+            context, weights = self.attention(state, memory, keys=keys, mask=mask, coverage=coverage)
+            state = self.decoder_gru.step(tf.concat([embedded, context], axis=-1), state)
+            return (state, coverage + weights), state, context, weights
         context, weights = self.attention(state, memory, keys=keys, mask=mask)
         state = self.decoder_gru.step(tf.concat([embedded, context], axis=-1), state)
-        return state, context, weights
+        return state, state, context, weights
 
     def _logits(self, state, context, embedded, training=False):
         """The deep output layer and the softmax logits; works on (..., features)."""
@@ -149,7 +165,32 @@ class AttentionEncoderDecoder(keras.Model):
 
     # --- hooks ---
 
-    extra_loss_names = ()  # the names `extra_losses` returns, each logged as a metric
+    @property
+    def extra_loss_names(self):
+        """The names `extra_losses` returns, each logged as a metric."""
+        return ("coverage_loss",) if self.coverage else ()
+
+    def make_attention(self, units):
+        """The attention layer (built in `build`)."""
+        return BahdanauAttention(units, coverage=self.coverage, name="attention")
+
+    def initial_decoder_state(self, state, mask):
+        """The decoder's state before the first step, from s_0 and the source
+        mask: s_0, and with coverage (s_0, zero coverage per source position)."""
+        if self.coverage:
+            return state, tf.zeros(tf.shape(mask), state.dtype)
+        return state
+
+    def embedding_ids(self, ids):
+        """The ids the source and target embeddings read for `ids`."""
+        return ids
+
+    def extra_loss_weights(self):
+        """name -> the weight of that `extra_losses` term in the training loss."""
+        weights = {name: 1.0 for name in self.extra_loss_names}
+        if self.coverage:
+            weights["coverage_loss"] = self.coverage_weight
+        return weights
 
     def output_scores(self, logits, step):
         """The scores of the output distribution (log-space, up to a
@@ -164,8 +205,16 @@ class AttentionEncoderDecoder(keras.Model):
         """Named loss terms (scalars per target token) added to the training
         loss. `outputs` holds the teacher-forced "scores", "attention"
         (batch, target_len, source_len) and "source" ids; `targets` the
-        target ids (0: padding). Translation has none; a coverage loss goes here."""
-        return {}
+        target ids (0: padding). Without coverage there are none; with it,
+        the coverage loss of See et al. (2017), sum_j min(a_tj, c_tj) with
+        c_t = a_1 + ... + a_{t-1}, per real target token."""
+        if not self.coverage:
+            return {}
+        attention = tf.cast(outputs["attention"], tf.float32)
+        coverage = tf.cumsum(attention, axis=1, exclusive=True)
+        per_token = tf.reduce_sum(tf.minimum(attention, coverage), axis=-1)
+        weights = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
+        return {"coverage_loss": tf.reduce_sum(per_token * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)}
 
     # --- decoding ---
 
@@ -174,25 +223,30 @@ class AttentionEncoderDecoder(keras.Model):
         (scores (batch, vocabulary), s_t, attention weights (batch, source_len)).
         No dropout; <pad> and <s> are never proposed. `source` (the source ids,
         tiled like `memory`) is for `output_scores` hooks that need it."""
-        embedded = self.target_embedding(tokens)
-        state, context, weights = self._recur(embedded, state, memory, keys, mask)
-        step = {"state": state, "context": context, "embedded": embedded, "attention": weights, "source": source}
-        logits = self.output_scores(self._logits(state, context, embedded), step)
-        banned = tf.one_hot([PAD_ID, START_ID], self.target_vocabulary_size, on_value=True, off_value=False)
+        embedded = self.target_embedding(self.embedding_ids(tokens))
+        state, hidden, context, weights = self._recur(embedded, state, memory, keys, mask)
+        step = {"state": hidden, "context": context, "embedded": embedded, "attention": weights, "source": source}
+        logits = self.output_scores(self._logits(hidden, context, embedded), step)
+        # the distribution may be wider than the vocabulary (a copy model's extended ids)
+        banned = tf.one_hot([PAD_ID, START_ID], tf.shape(logits)[-1], on_value=True, off_value=False)
         logits = tf.where(tf.reduce_any(banned, axis=0), tf.cast(_BANNED_SCORE, logits.dtype), logits)
         return logits, state, weights
 
-    def call(self, inputs, training=False):
+    def decoder_outputs(self, inputs, training=False):
+        """The teacher-forced decoder on (source, target_input): a dict of
+        "scores" (batch, target_len, vocabulary), "attention" (batch,
+        target_len, source_len), and the "state" s_t, "context" c_t,
+        "embedded" previous token and "source" ids of every position."""
         source, target_input = inputs
         memory, keys, mask, state = self.encode(source, training=training)
-        embedded = self.dropouts[-2](self.target_embedding(target_input), training=training)
+        embedded = self.dropouts[-2](self.target_embedding(self.embedding_ids(target_input)), training=training)
         steps = tf.shape(target_input)[1]
         embedded_tm = tf.transpose(embedded, [1, 0, 2])  # time-major for the loop
         arrays = [tf.TensorArray(embedded.dtype, size=steps) for _ in range(3)]
 
         def body(t, state, states, contexts, alignments):
-            state, context, weights = self._recur(embedded_tm[t], state, memory, keys, mask)
-            return t + 1, state, states.write(t, state), contexts.write(t, context), alignments.write(t, weights)
+            state, hidden, context, weights = self._recur(embedded_tm[t], state, memory, keys, mask)
+            return t + 1, state, states.write(t, hidden), contexts.write(t, context), alignments.write(t, weights)
 
         _, _, states, contexts, alignments = tf.while_loop(
             lambda t, *_: t < steps, body, (tf.constant(0), state, *arrays)
@@ -200,7 +254,11 @@ class AttentionEncoderDecoder(keras.Model):
         states, contexts, alignments = (tf.transpose(a.stack(), [1, 0, 2]) for a in (states, contexts, alignments))
         logits = self._logits(states, contexts, embedded, training=training)
         step = {"state": states, "context": contexts, "embedded": embedded, "attention": alignments, "source": source}
-        return self.output_scores(logits, step), alignments
+        return {**step, "scores": self.output_scores(logits, step)}
+
+    def call(self, inputs, training=False):
+        outputs = self.decoder_outputs(inputs, training=training)
+        return outputs["scores"], outputs["attention"]
 
     # --- fit and evaluate ---
 
@@ -226,8 +284,9 @@ class AttentionEncoderDecoder(keras.Model):
         with tf.GradientTape() as tape:
             loss_sum, nll_sum, count, extras = self._token_losses(data, training=True)
             loss = loss_sum / tf.maximum(count, 1.0)
-            for value in extras.values():
-                loss += value
+            weights = self.extra_loss_weights()
+            for name, value in extras.items():
+                loss += tf.cast(weights[name], value.dtype) * value
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self._record(loss_sum, nll_sum, count, extras)
@@ -251,6 +310,7 @@ class AttentionEncoderDecoder(keras.Model):
             "dropout": self.dropout,
             "tie_embeddings": self.tie_embeddings,
             "label_smoothing": self.label_smoothing,
+            "coverage": self.coverage,
             "seed": self.seed,
             "name": self.name,
         }

@@ -117,8 +117,8 @@ class EncoderDecoderServing(ServingModule):
         _, weights = self.model((source_ids, target_input))
         return {
             "weights": weights,
-            "source_pieces": _pieces(self.source_tokenizer, source_ids),
-            "target_pieces": _pieces(self.target_tokenizer, target_ids),
+            "source_pieces": pieces(self.source_tokenizer, source_ids),
+            "target_pieces": pieces(self.target_tokenizer, target_ids),
         }
 
     @tf.function(input_signature=[])
@@ -135,14 +135,18 @@ class EncoderDecoderServing(ServingModule):
 def _append_end(ids):
     """Right-padded ids with </s> written after each row's last token (one column longer)."""
     # a column of its own: ids[:, :1] has none when every text of the batch is empty
-    ids = tf.concat([ids, tf.zeros(tf.stack([tf.shape(ids)[0], 1]), ids.dtype)], axis=1)
+    return write_end(tf.concat([ids, tf.zeros(tf.stack([tf.shape(ids)[0], 1]), ids.dtype)], axis=1))
+
+
+def write_end(ids):
+    """Right-padded ids, each row with room after its last token, with </s> written there."""
     lengths = tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD_ID), tf.int32), axis=1)
     return tf.tensor_scatter_nd_update(
         ids, tf.stack([tf.range(tf.shape(ids)[0]), lengths], axis=1), tf.fill(tf.shape(lengths), END_ID)
     )
 
 
-def _pieces(tokenizer, ids):
+def pieces(tokenizer, ids):
     """Each id as its own text: (batch, length) strings; </s> as "</s>", padding as ""."""
     flat = tf.reshape(ids, [-1, 1])
     text = tokenizer.detokenize(flat)

@@ -15,6 +15,7 @@ REGISTRY = {
     "sentiment": "nlptool.tasks.sentiment:SentimentTask",
     "language-model": "nlptool.tasks.language_model:LanguageModelTask",
     "translation": "nlptool.tasks.translation:TranslationTask",
+    "summarization": "nlptool.tasks.summarization:SummarizationTask",
 }
 _LOADED = {}
 

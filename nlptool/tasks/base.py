@@ -140,6 +140,9 @@ class Batches:
     validation: Any
     info: dict = dataclasses.field(default_factory=dict)  # joins training.json (tokens, examples)
     fit_options: dict = dataclasses.field(default_factory=dict)  # more keyword arguments of Model.fit
+    # a callback that acts on the checkpoint's and early stopping's decisions:
+    # phase(checkpoint, early_stopping, backup_dir), e.g. training.CoveragePhase
+    phase: Any = None
 
 
 LABELS_FILE = "labels.json"

@@ -1,23 +1,132 @@
-"""What the tasks on the attention encoder-decoder share: decoding many
-inputs through the serving signatures, evaluation against references, and
-attention plots. The signatures are those of `EncoderDecoderServing`, built
-in process for a run or loaded from an export, so both decode the same way.
+"""What the tasks on the attention encoder-decoder share: `PairTask` (their
+data, text pairs from a registered dataset or the user's files, and their
+five signatures), decoding many inputs through the serving signatures,
+evaluation against references, the references' perplexity and attention
+plots. The signatures are those of the task's serving module, built in
+process for a run or loaded from an export, so both decode the same way.
 """
 
 from nlptool.errors import UsageError
 from nlptool.progress import Progress
+from nlptool.tasks import base
 
 
-def decode(signatures, sources, beam_width=None, n_best=1, length_penalty=None, greedy=False, batch=50, progress=False):
+class PairTask(base.Task):
+    """A task on text pairs (translation, summarisation): the two roles of
+    `columns` (input first), read from a registered dataset of the task or
+    from the user's files into data frames with one column per role."""
+
+    kind = "text-pair"  # how messages name the task's datasets ("a translation dataset")
+    signatures = ("serving_default", "beam_search", "greedy", "attention", "decoding_defaults")
+
+    def read_data(self, source, config):
+        from nlptool.data.splits import random_split
+
+        if source.dataset:
+            names = self.dataset_of(source.dataset, config).splits
+            train, validation, test = (self.registered_pairs(source, config, split) for split in names)
+            test_name = names[-1]
+        else:
+            train = self.file_pairs(source, source.train_file)
+            if source.validation_file:
+                validation = self.file_pairs(source, source.validation_file)
+            else:
+                t = config.training
+                train, validation = random_split(train, t.validation_fraction, t.seed, source=source.train_file)
+            test = self.file_pairs(source, source.test_file) if source.test_file else None
+            test_name = "test"
+        if source.max_train_examples:
+            train = train.iloc[: source.max_train_examples]
+        return base.Splits(train, validation, test, test_name)
+
+    def read_split(self, source, config, split=None):
+        if source.dataset:
+            split = split or self.dataset_of(source.dataset, config).splits[-1]
+            return self.registered_pairs(source, config, split), split
+        return self.file_pairs(source, source.test_file), source.test_file
+
+    def from_frames(self, train, validation=None, test=None, columns=None, config=None):
+        from nlptool.data.splits import random_split
+
+        config = config or self.config_class()
+        train, validation, test = self.role_frames(train, validation, test, columns)
+        if validation is None:
+            t = config.training
+            train, validation = random_split(train, t.validation_fraction, t.seed, source="the training data")
+        return base.Splits(train, validation, test)
+
+    def dataset_of(self, name, config):
+        """The registered dataset `name`, checked to be one of this task's that `config` can read."""
+        from nlptool.data import datasets
+
+        dataset = datasets.get(name)
+        if dataset.task != self.name:
+            names = sorted(n for n, d in datasets.REGISTRY.items() if d.task == self.name)
+            raise UsageError(f"Dataset {name!r} is not a {self.kind} dataset; choose one of {names}.")
+        self.check_dataset(dataset, config)
+        return dataset
+
+    @staticmethod
+    def signature_functions(module):
+        """{signature: function} of a serving module with the encoder-decoder signatures:
+        serve, beam_search, greedy, attention and decoding_defaults."""
+        return {
+            "serving_default": module.serve,
+            "beam_search": module.beam_search,
+            "greedy": module.greedy,
+            "attention": module.attention,
+            "decoding_defaults": module.decoding_defaults.get_concrete_function(),
+        }
+
+    def check_dataset(self, dataset, config):
+        """Raise UsageError when `config` cannot read `dataset` (a language it lacks)."""
+
+    def registered_pairs(self, source, config, split):
+        """The pairs of `split` of the registered dataset of `source`, one column per role."""
+        from nlptool.data import datasets
+
+        return datasets.load(source.dataset, split, data_dir=source.data_dir)
+
+    def file_pairs(self, source, path):
+        """The pairs of the user's file `path`, one column per role."""
+        from nlptool.data import read_parallel
+
+        first, second = self.columns
+        flags = self.column_flags()
+        pairs = read_parallel(
+            path,
+            source.columns.get(first, first),
+            source.columns.get(second, second),
+            source.delimiter,
+            names={"source": flags[first], "target": flags[second]},
+        )
+        return pairs.rename(columns={"source": first, "target": second})
+
+
+def decode(
+    signatures,
+    sources,
+    beam_width=None,
+    n_best=1,
+    greedy=False,
+    batch=50,
+    progress=False,
+    input_name="source",
+    output_name="text",
+    **options,
+):
     """One row per source: {"text", "score", "n_best": [(text, score), ...]},
-    best first. Beam search with the run's width and length penalty unless
-    given, or greedy decoding (one hypothesis, scored by its
-    log-probability)."""
+    best first. Beam search with the run's width and decoding options unless
+    given (`options`: the other scalar inputs of the beam_search signature,
+    such as length_penalty; None takes the run's value from
+    decoding_defaults), or greedy decoding (one hypothesis, scored by its
+    log-probability). `input_name` and `output_name` are the signatures'
+    text input and output."""
     import tensorflow as tf
 
-    defaults = {k: v.numpy().item() for k, v in signatures["decoding_defaults"]().items()}
-    beam_width = defaults["beam_width"] if beam_width is None else beam_width
-    length_penalty = defaults["length_penalty"] if length_penalty is None else length_penalty
+    defaults = signatures["decoding_defaults"]()
+    values = {k: v.numpy().item() for k, v in defaults.items()}
+    beam_width = values["beam_width"] if beam_width is None else beam_width
     if greedy and n_best != 1:
         raise UsageError("Greedy decoding gives one output per input; ask for n_best 1 or a beam search.")
     if not greedy and (beam_width < 1 or not 1 <= n_best <= beam_width):
@@ -25,21 +134,25 @@ def decode(signatures, sources, beam_width=None, n_best=1, length_penalty=None, 
             f"Need a beam width of at least 1 and 1 <= n_best <= beam width; "
             f"got beam width {beam_width} and n_best {n_best}."
         )
+    scalars = {
+        name: tf.constant(values[name] if value is None else value, defaults[name].dtype)
+        for name, value in options.items()
+    }
     bar = Progress(len(sources), "inputs decoded") if progress else None
     rows = []
     for start in range(0, len(sources), batch):
-        inputs = tf.constant(list(sources[start : start + batch]), tf.string)
+        inputs = {input_name: tf.constant(list(sources[start : start + batch]), tf.string)}
         if greedy:
-            outputs = signatures["greedy"](source=inputs)
-            texts, scores = outputs["text"].numpy()[:, None], outputs["score"].numpy()[:, None]
+            outputs = signatures["greedy"](**inputs)
+            texts, scores = outputs[output_name].numpy()[:, None], outputs["score"].numpy()[:, None]
         else:
             outputs = signatures["beam_search"](
-                source=inputs,
+                **inputs,
                 beam_width=tf.constant(beam_width, tf.int32),
                 n_best=tf.constant(n_best, tf.int32),
-                length_penalty=tf.constant(length_penalty, tf.float32),
+                **scalars,
             )
-            texts, scores = outputs["text"].numpy(), outputs["score"].numpy()
+            texts, scores = outputs[output_name].numpy(), outputs["score"].numpy()
         for row_texts, row_scores in zip(texts, scores):
             hypotheses = [(t.decode("utf-8"), float(s)) for t, s in zip(row_texts, row_scores)]
             rows.append({"text": hypotheses[0][0], "score": hypotheses[0][1], "n_best": hypotheses})
@@ -94,7 +207,9 @@ def evaluate_pairs(task, trained, pairs, split, beam_width=None, output_file="ou
     hypotheses = {}
     for name, width in (("beam", beam_width), ("greedy", 1)):
         started = time.monotonic()
-        rows = decode(signatures, sources, beam_width=width, greedy=name == "greedy", progress=True)
+        rows = decode(
+            signatures, sources, beam_width=width, greedy=name == "greedy", progress=True, length_penalty=None
+        )
         hypotheses[name] = [row["text"] for row in rows]
         bleu_metric = sacrebleu.BLEU()
         bleu = bleu_metric.corpus_score(hypotheses[name], [references])

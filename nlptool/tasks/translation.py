@@ -14,6 +14,7 @@ from typing import Literal
 
 from nlptool.errors import UsageError
 from nlptool.tasks import base
+from nlptool.tasks.seq2seq import PairTask
 
 DECODE_BATCH = 50  # sentences per call when translating many
 
@@ -65,17 +66,17 @@ class TranslationConfig:
     decoding: DecodingConfig = dataclasses.field(default_factory=DecodingConfig)
 
 
-class TranslationTask(base.Task):
+class TranslationTask(PairTask):
     name = "translation"
     description = "translate sentences with an attention encoder-decoder"
     config_class = TranslationConfig
     columns = {"source": "the column holding the source sentences", "target": "the column holding their translations"}
     tokenizer_folders = {"source": "source_tokenizer", "target": "target_tokenizer"}
     monitor = ("val_perplexity", "min")
-    signatures = ("serving_default", "beam_search", "greedy", "attention", "decoding_defaults")
     input_name = "source"
     command = "translate"
     examples = "sentence pairs"
+    kind = "translation"
 
     # --- command line ---
 
@@ -106,78 +107,20 @@ class TranslationTask(base.Task):
 
     # --- data ---
 
-    def read_data(self, source, config):
-        from nlptool.data.splits import random_split
-
-        if source.dataset:
-            dataset = self._dataset(source.dataset, config)
-            train_split, validation_split, test_split = dataset.splits
-            train, validation, test = (self._pairs(source, config, s) for s in dataset.splits)
-            test_name = test_split
-        else:
-            train = self._file_pairs(source, source.train_file)
-            if source.validation_file:
-                validation = self._file_pairs(source, source.validation_file)
-            else:
-                t = config.training
-                train, validation = random_split(train, t.validation_fraction, t.seed, source=source.train_file)
-            test = self._file_pairs(source, source.test_file) if source.test_file else None
-            test_name = "test"
-        if source.max_train_examples:
-            train = train.iloc[: source.max_train_examples]
-        return base.Splits(train, validation, test, test_name)
-
-    def read_split(self, source, config, split=None):
-        if source.dataset:
-            split = split or self._dataset(source.dataset, config).splits[-1]
-            return self._pairs(source, config, split), split
-        return self._file_pairs(source, source.test_file), source.test_file
-
-    def from_frames(self, train, validation=None, test=None, columns=None, config=None):
-        from nlptool.data.splits import random_split
-
-        config = config or TranslationConfig()
-        train, validation, test = self.role_frames(train, validation, test, columns)
-        if validation is None:
-            t = config.training
-            train, validation = random_split(train, t.validation_fraction, t.seed, source="the training data")
-        return base.Splits(train, validation, test)
-
-    def _dataset(self, name, config):
-        from nlptool.data import datasets
-
-        dataset = datasets.get(name)
-        if dataset.task != self.name:
-            names = sorted(n for n, d in datasets.REGISTRY.items() if d.task == self.name)
-            raise UsageError(f"Dataset {name!r} is not a translation dataset; choose one of {names}.")
+    def check_dataset(self, dataset, config):
         for role, lang in (("source", config.source_lang), ("target", config.target_lang)):
             if lang not in dataset.columns:
                 raise UsageError(
-                    f"{name} has no language {lang!r} (the {role} language); it has {list(dataset.columns)}."
+                    f"{dataset.name} has no language {lang!r} (the {role} language); it has {list(dataset.columns)}."
                 )
         if config.source_lang == config.target_lang:
             raise UsageError(f"The source and target languages are both {config.source_lang!r}.")
-        return dataset
 
-    def _pairs(self, source, config, split):
+    def registered_pairs(self, source, config, split):
         import pandas as pd
 
-        from nlptool.data import datasets
-
-        frame = datasets.load(source.dataset, split, data_dir=source.data_dir)
+        frame = super().registered_pairs(source, config, split)
         return pd.DataFrame({"source": frame[config.source_lang], "target": frame[config.target_lang]})
-
-    def _file_pairs(self, source, path):
-        from nlptool.data import read_parallel
-
-        columns = source.columns
-        return read_parallel(
-            path,
-            columns.get("source", "source"),
-            columns.get("target", "target"),
-            source.delimiter,
-            names=self.column_flags(),
-        )
 
     # --- preprocessing and model ---
 
@@ -245,13 +188,7 @@ class TranslationTask(base.Task):
         module = EncoderDecoderServing(
             tokenizers["source"], tokenizers["target"], trained.model, trained.config.decoding
         )
-        return module, {
-            "serving_default": module.serve,
-            "beam_search": module.beam_search,
-            "greedy": module.greedy,
-            "attention": module.attention,
-            "decoding_defaults": module.decoding_defaults.get_concrete_function(),
-        }
+        return module, self.signature_functions(module)
 
     def predict(
         self,
@@ -266,7 +203,9 @@ class TranslationTask(base.Task):
     ):
         from nlptool.tasks.seq2seq import decode, draw_attention
 
-        results = decode(signatures, sources, beam_width, n_best, length_penalty, greedy, DECODE_BATCH, progress)
+        results = decode(
+            signatures, sources, beam_width, n_best, greedy, DECODE_BATCH, progress, length_penalty=length_penalty
+        )
         if plot_attention:
             if len(sources) != 1:
                 raise UsageError("--plot-attention draws one sentence; pass a single text.")

@@ -100,6 +100,11 @@ class WordTokenizer(Tokenizer):
         self._check_trained()
         return self._table.lookup(self.split(strings))
 
+    def tokens(self, ids):
+        """The token string of every id, in the shape of `ids` (reserved ids as "<pad>", "<unk>", ...)."""
+        self._check_trained()
+        return tf.gather(self._tokens, tf.clip_by_value(tf.cast(ids, tf.int32), 0, FIRST_ID + len(self.vocabulary) - 1))
+
     def ids_to_text(self, ids):
         self._check_trained()
         ids = tf.clip_by_value(ids, 0, FIRST_ID + len(self.vocabulary) - 1)

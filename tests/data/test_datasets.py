@@ -243,7 +243,10 @@ def test_registered_sources_are_complete():
                 assert set(dataset.file_sha256) == set(dataset.required_files)
             else:
                 assert len(source.sha256) == 64
-        if isinstance(dataset.source, dict) and dataset.prepare is None:  # plain files, used as they are
+        if dataset.source is None:  # no download allowed: the files are checked by their SHA-256, and the
+            # error names where to get them
+            assert dataset.obtain and set(dataset.file_sha256) == set(dataset.required_files)
+        elif isinstance(dataset.source, dict) and dataset.prepare is None:  # plain files, used as they are
             assert set(dataset.source) == set(dataset.required_files)
         else:
             assert dataset.prepare is not None

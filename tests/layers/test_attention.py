@@ -48,7 +48,7 @@ def make_layer(use_bias=True, seed=0, **kwargs):
     return layer
 
 
-def reference(layer, query, memory, mask=None):
+def reference(layer, query, memory, mask=None, coverage=None):
     """The equations in float64 NumPy, with weights read from the layer by name."""
     weights = {v.name: np.asarray(v, np.float64) for v in layer.weights}
     query, memory = np.asarray(query, np.float64), np.asarray(memory, np.float64)
@@ -59,7 +59,12 @@ def reference(layer, query, memory, mask=None):
     if "bias" in weights:
         keys = keys + weights["bias"]
     processed = query @ weights["query_kernel"]  # (batch, T, U)
-    scores = np.tanh(processed[:, :, None, :] + keys[:, None, :, :]) @ weights["score_vector"]  # (batch, T, S)
+    features = processed[:, :, None, :] + keys[:, None, :, :]
+    if coverage is not None:  # (batch, [T,] S): w_c c_j inside the tanh
+        coverage = np.asarray(coverage, np.float64)
+        coverage = coverage[:, None, :] if single_step else coverage
+        features = features + coverage[..., None] * weights["coverage_kernel"]
+    scores = np.tanh(features) @ weights["score_vector"]  # (batch, T, S)
     valid = np.ones(memory.shape[:2], bool) if mask is None else np.asarray(mask, bool)
     valid = np.broadcast_to(valid[:, None, :], scores.shape)
     alpha = np.zeros_like(scores)
@@ -372,3 +377,37 @@ def test_docstring_example():
     result = doctest.testmod(attention_module, raise_on_error=False)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+# === Coverage (See et al. 2017) ===
+
+
+@pytest.mark.parametrize("steps", [None, 3])
+def test_coverage_enters_the_score_as_the_reference_says(steps):
+    layer = make_layer(coverage=True)
+    query, memory = random_inputs(5, steps)
+    shape = (B, S) if steps is None else (B, steps, S)
+    coverage = tf.constant(np.random.default_rng(6).uniform(0, 2, size=shape).astype("float32"))
+    mask = as_mask(MASKS["gaps"])
+    context, weights = layer(query, memory, mask=mask, coverage=coverage)
+    expected_context, expected_weights = reference(layer, query, memory, MASKS["gaps"], coverage)
+    np.testing.assert_allclose(weights.numpy(), expected_weights, atol=1e-5)
+    np.testing.assert_allclose(context.numpy(), expected_context, atol=1e-5)
+    # not vacuous: without the coverage the weights differ
+    _, plain = reference(layer, query, memory, MASKS["gaps"])
+    assert np.abs(plain - expected_weights).max() > 0.05
+
+
+def test_coverage_starts_at_zero_weight_and_is_checked():
+    layer = BahdanauAttention(U, coverage=True)
+    layer.build((None, QD), (None, None, MD))
+    assert [w.name for w in layer.weights][-1] == "coverage_kernel"
+    assert not layer.coverage_kernel.numpy().any()  # starts as attention without coverage
+    query, memory = random_inputs(1)
+    with pytest.raises(ValueError, match="coverage=True: pass `coverage`"):
+        layer(query, memory)
+    plain = make_layer()
+    with pytest.raises(ValueError, match="without coverage"):
+        plain(query, memory, coverage=tf.zeros((B, S)))
+    restored = BahdanauAttention.from_config(layer.get_config())
+    assert restored.coverage is True

@@ -503,7 +503,7 @@ def test_the_default_hooks_leave_the_numbers_of_translation_bit_identical():
     embedded = plain.target_embedding(target_input)
     states, contexts, alignments = [], [], []
     for t in range(TARGET_BATCH.shape[1]):
-        state, context, alpha = plain._recur(embedded[:, t], state, memory, keys, mask)
+        state, _, context, alpha = plain._recur(embedded[:, t], state, memory, keys, mask)
         states.append(state), contexts.append(context), alignments.append(alpha)
     by_hand = plain._logits(tf.stack(states, 1), tf.stack(contexts, 1), embedded)
     np.testing.assert_array_equal(scores.numpy(), by_hand.numpy())
@@ -516,7 +516,7 @@ def test_the_default_hooks_leave_the_numbers_of_translation_bit_identical():
     memory, keys, mask, state = plain.encode(source)
     tokens = target_input[:, 0]
     step_scores, _, _ = plain.decode_step(tokens, state, memory, keys, mask)
-    state, context, _ = plain._recur(plain.target_embedding(tokens), state, memory, keys, mask)
+    state, _, context, _ = plain._recur(plain.target_embedding(tokens), state, memory, keys, mask)
     logits = plain._logits(state, context, plain.target_embedding(tokens)).numpy()
     logits[:, BANNED] = -1e9
     np.testing.assert_array_equal(step_scores.numpy(), logits)
