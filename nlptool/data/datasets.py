@@ -738,8 +738,7 @@ SUMMARY_SPLIT_SEED = 1234
 
 
 def _read_gigaword_files(folder, name):
-    pairs = _read_aligned({"text": folder / f"{name}.article.txt", "summary": folder / f"{name}.title.txt"})
-    return pairs
+    return _read_aligned({"text": folder / f"{name}.article.txt", "summary": folder / f"{name}.title.txt"})
 
 
 def gigaword_pool(folder):

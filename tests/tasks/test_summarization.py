@@ -333,8 +333,8 @@ def test_the_attention_signature_gives_weights_and_p_gen_per_summary_token(overf
     # the name is copied: most of its mass comes through the attention on the name's position
     text_pieces = [p.decode() for p in out["text_pieces"].numpy()[0]]
     assert text_pieces[weights[0, 0].argmax()] == "okafor" and p_gen[0, 0] < 0.5
-    path = overfit.predict(TEXTS[:1], plot_attention=tmp_path / "attention.png") and tmp_path / "attention.png"
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    overfit.predict(TEXTS[:1], plot_attention=tmp_path / "attention.png")
+    assert (tmp_path / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_empty_texts_and_an_empty_batch_are_summarised_without_error(overfit):
