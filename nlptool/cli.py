@@ -77,6 +77,11 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {default})"
 
 
+def parse_delimiter_option(text):
+    """The delimiter that `--delimiter TEXT` names: "tab" and a written "\\t" are a tab."""
+    return "\t" if text in ("tab", "\\t") else text
+
+
 # === train ===
 
 
@@ -105,7 +110,11 @@ def add_data_arguments(parser, task):
         "--validation-file", metavar="FILE", help="validation data (default: a share of the training data)"
     )
     group.add_argument("--test-file", metavar="FILE", help="test data, evaluated after training")
-    group.add_argument("--delimiter", help="field delimiter of CSV/TSV files (default: from the extension)")
+    group.add_argument(
+        "--delimiter",
+        type=parse_delimiter_option,
+        help="field delimiter of CSV/TSV files ('tab' for a tab; default: from the extension)",
+    )
     add_column_arguments(group, task)
     group.add_argument(
         "--data-dir", metavar="DIR", help="where datasets are looked for first (default: NLPTOOL_DATA_DIR)"
@@ -178,7 +187,11 @@ def command_evaluate(args):
     group.add_argument("--split", help="a split of the dataset (default: its test split)")
     group.add_argument("--data-dir", metavar="DIR", help="where datasets are looked for first")
     group.add_argument("--test-file", metavar="FILE", help="a file to evaluate on (CSV, TSV, JSON Lines)")
-    group.add_argument("--delimiter", help="field delimiter of a CSV/TSV file (default: from the extension)")
+    group.add_argument(
+        "--delimiter",
+        type=parse_delimiter_option,
+        help="field delimiter of a CSV/TSV file ('tab' for a tab; default: from the extension)",
+    )
     add_column_arguments(group, task, defaults=False)
     task.add_evaluate_arguments(parser)
     options = parser.parse_args(args.rest)

@@ -36,7 +36,6 @@ import tensorflow as tf
 __all__ = [
     "PRIVATE_APIS",
     "PrivateAPIError",
-    "backup_weights_path",
     "call_has_mask_arg",
     "compute_loss",
     "cudnn_rnn_v3",
@@ -56,7 +55,6 @@ PRIVATE_APIS = {
     "call_has_mask_arg": "keras.layers.Layer._call_has_mask_arg",
     "moving_average_variables": "keras.optimizers.Optimizer._model_variables_moving_average",
     "trainable_variables_of": "keras.optimizers.Optimizer._trainable_variables",
-    "backup_weights_path": "keras.callbacks.BackupAndRestore._weights_path",
     "compute_loss": "keras.Model._compute_loss",
     "loss_tracker": "keras.Model._loss_tracker",
     "learn_wordpiece_vocabulary": "tensorflow_text.tools.wordpiece_vocab.wordpiece_tokenizer_learner_lib.learn",
@@ -200,19 +198,6 @@ def loss_tracker(model):
     handle on it (it sits in `model.metrics` only after compile, by name).
     """
     return _attribute(model, "_loss_tracker", "loss_tracker")
-
-
-def backup_weights_path(callback):
-    """The weights file a `keras.callbacks.BackupAndRestore` writes and restores from.
-
-    Wraps `keras.callbacks.BackupAndRestore._weights_path`
-    (`backup_dir/latest.weights.h5` in Keras 3.15).
-
-    Missing public API: only `backup_dir` is public, not the file's name.
-    `ExactBackupAndRestore` restores the seed generator states only when
-    Keras restores the weights, i.e. when this file exists.
-    """
-    return _attribute(callback, "_weights_path", "backup_weights_path")
 
 
 # --------------------------------------------------------------------------

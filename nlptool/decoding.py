@@ -59,6 +59,27 @@ _NEG_INF = float("-inf")
 _TINY = float(np.finfo(np.float32).tiny)  # smallest uniform draw, so log(u) is finite
 
 
+def checked(allowed, **values):
+    """The scalar tensors `values` (name -> tensor), each after an in-graph
+    check that it lies in `allowed[name]` (a `nlptool.tasks.base.Range`; NaN
+    lies in none): a call with a value outside fails with an
+    InvalidArgumentError naming the option, instead of decoding nonsense.
+    Returns the values in the order given."""
+    out = []
+    for name, value in values.items():
+        bound = allowed[name]
+        value = tf.convert_to_tensor(value)
+        low = tf.cast(bound.low, value.dtype)
+        ok = value > low if bound.low_open else value >= low
+        if bound.high is not None:
+            high = tf.cast(bound.high, value.dtype)
+            ok = tf.logical_and(ok, value < high if bound.high_open else value <= high)
+        check = tf.debugging.Assert(ok, [f"{name} must be {bound}, got", value])
+        with tf.control_dependencies([check]):
+            out.append(tf.identity(value))
+    return out
+
+
 def _is_number(value):
     """Whether `value` is a Python (or NumPy) number rather than a tensor."""
     return isinstance(value, numbers.Number)

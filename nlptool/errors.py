@@ -17,3 +17,7 @@ class UsageError(NlptoolError):
 
 class RunError(NlptoolError, RuntimeError):
     """A run directory is missing, incomplete or does not fit the request."""
+
+
+class FolderBusy(NlptoolError, RuntimeError):
+    """Another process is writing the folder (a run directory in training, a model folder being exported to)."""

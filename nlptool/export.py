@@ -7,7 +7,9 @@ checked there with both loaders that serve SavedModels (`tf.saved_model.load`
 and the session-based loader of TF Serving and `saved_model_cli`), and
 only then moved into place with a rename. So a model server polling the
 folder never sees a half-written version, and an existing version is
-replaced only with `overwrite=True` and kept if the new one fails.
+replaced only with `overwrite=True` and kept if the new one fails. One
+export writes into a model folder at a time (it holds the folder's .lock),
+and the next export cleans up what a killed one left.
 """
 
 import os
@@ -19,7 +21,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from nlptool.errors import NlptoolError
-from nlptool.files import model_versions, write_json
+from nlptool.files import locked, model_versions, write_json
 
 
 class ExportError(NlptoolError, RuntimeError):
@@ -81,6 +83,25 @@ def save(module, base_dir, signatures, version=None, overwrite=False, extra=None
         )
     if base_dir.exists() and not base_dir.is_dir():
         raise ExportError(f"{base_dir} is a file, not a folder to export into.")
+    with locked(base_dir, "exporting"):
+        _clean_up(base_dir)
+        return _save(module, base_dir, signatures, version, overwrite, extra)
+
+
+def _clean_up(base_dir):
+    """Undo what an export killed midway left in `base_dir`: its staging
+    folder, and a version moved aside for its replacement (put back)."""
+    for entry in base_dir.glob(".*.partial-*"):
+        shutil.rmtree(entry, ignore_errors=True)
+    for entry in base_dir.glob(".*.previous"):
+        version = base_dir / entry.name[1 : -len(".previous")]
+        if version.exists():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            os.replace(entry, version)
+
+
+def _save(module, base_dir, signatures, version, overwrite, extra):
     existing = model_versions(base_dir)
     if version is None:
         version = existing[-1] + 1 if existing else 1
@@ -89,7 +110,6 @@ def save(module, base_dir, signatures, version=None, overwrite=False, extra=None
     out_dir = base_dir / str(version)
     if out_dir.exists() and not overwrite:
         raise ExportError(f"{out_dir} already exists; pass --overwrite (overwrite=True) to replace version {version}.")
-    base_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=base_dir, prefix=f".{version}.partial-"))
     try:
         tf.saved_model.save(module, str(staging), signatures=signatures)

@@ -1,4 +1,4 @@
-"""Writing files whole or not at all."""
+"""Writing files whole or not at all, and one writer of a folder at a time."""
 
 import contextlib
 import json
@@ -6,15 +6,19 @@ import os
 import tempfile
 from pathlib import Path
 
+from nlptool.errors import FolderBusy
 
-def write_atomically(path, write, binary=False):
-    """Create or replace the file `path` with what `write(stream)` writes
-    (a UTF-8 text stream, or a byte stream with `binary=True`).
 
-    The text goes to a temporary file in the same directory, which replaces
-    `path` only once complete and synced, so an interrupted write leaves any
+@contextlib.contextmanager
+def replacing(path):
+    """A temporary path beside `path`, ending like it (`.weights.h5`, `.npz`),
+    for a writer that takes a path; when the block ends without error the
+    file is synced and replaces `path`, so an interrupted write leaves any
     previous file intact and no partial file behind. The previous file's
-    permissions are kept (0644 for a new file). Returns the path.
+    permissions are kept (0644 for a new file).
+
+        with replacing(run_dir / "best.weights.h5") as temporary:
+            model.save_weights(temporary)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -22,19 +26,40 @@ def write_atomically(path, write, binary=False):
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError:
         mode = 0o644
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    ending = "".join(path.suffixes[-2:])
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{ending}")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") if binary else os.fdopen(handle, "w", encoding="utf-8") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
+        yield Path(temporary)
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())
         os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
-    return path
+
+
+def write_atomically(path, write, binary=False):
+    """Create or replace the file `path` with what `write(stream)` writes
+    (a UTF-8 text stream, or a byte stream with `binary=True`), whole or
+    not at all (see `replacing`). Returns the path."""
+    with replacing(path) as temporary:
+        with open(temporary, "wb") if binary else open(temporary, "w", encoding="utf-8") as stream:
+            write(stream)
+    return Path(path)
+
+
+def sha256(path):
+    """The SHA-256 of the file `path`, as hex."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path, payload):
@@ -64,3 +89,43 @@ def saved_model_dir(path):
         return path
     versions = model_versions(path)
     return path / str(versions[-1]) if versions else None
+
+
+# === one writer at a time ===
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def locked(folder, doing):
+    """Hold the lock of `folder` (its file .lock, created with the folder)
+    for the block; `doing` says what for ("training", "exporting"). A
+    second holder anywhere on the machine is refused at once with
+    `FolderBusy`, naming the process that holds it. The lock is the
+    kernel's (flock), so a killed holder never leaves it stale."""
+    import fcntl
+    import socket
+    import sys
+    import time
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stream = open(folder / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 (held for the whole block)
+    try:
+        try:
+            fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            stream.seek(0)
+            holder = stream.read().strip() or "another process"
+            raise FolderBusy(f"{folder} is in use: {holder}. Wait for it to finish, or use another folder.") from None
+        stream.seek(0)
+        stream.truncate()
+        command = " ".join(Path(sys.argv[0]).name if i == 0 else arg for i, arg in enumerate(sys.argv))
+        stream.write(
+            f"{doing} since {time.strftime('%Y-%m-%d %H:%M:%S')} by process {os.getpid()} "
+            f"on {socket.gethostname()} ({command})"
+        )
+        stream.flush()
+        yield
+    finally:
+        stream.close()  # closing releases the lock

@@ -20,7 +20,7 @@ from pathlib import Path
 from nlptool import config as config_lib
 from nlptool import tasks as task_registry
 from nlptool.errors import RunError, UsageError
-from nlptool.files import saved_model_dir, write_json
+from nlptool.files import LOCK_FILE, locked, saved_model_dir, write_json
 from nlptool.tasks.base import DataSource, Preprocessing, Splits, Trained, fingerprint
 
 RUN_FILE = "run.json"  # the task, the request (config, data, options) and the nlptool version
@@ -93,15 +93,18 @@ class Run:
             "options": options,
             "nlptool_version": _version(),
         }
-        if path.exists() and not path.is_dir():
-            raise RunError(f"{path} is a file, not a run directory.")
-        if path.exists() and any(path.iterdir()):
+        _check_folder(path)
+        if path.exists() and _contents(path):
             if not (path / RUN_FILE).is_file():
                 raise RunError(
                     f"{path} is not empty and holds no nlptool run; choose a new or empty directory for --run-dir."
                 )
             if overwrite:
-                shutil.rmtree(path)
+                for entry in _contents(path):  # the lock stays: its holder is this process
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
             else:
                 existing = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
                 mine = {key: value for key, value in request.items() if key != "nlptool_version"}
@@ -159,7 +162,13 @@ class Run:
             config = self.config
             preprocessing = Preprocessing.load(self.path, task.tokenizer_folders, labels=task.has_labels)
             model = task.build_model(config, preprocessing)
-            model.load_weights(self.path / CHECKPOINT)
+            try:
+                model.load_weights(self.path / CHECKPOINT)
+            except Exception as error:  # noqa: BLE001 (h5py and Keras each raise their own kinds)
+                raise RunError(
+                    f"{self.path / CHECKPOINT} cannot be loaded ({type(error).__name__}: {error}): it is damaged, "
+                    "or was written by another model. Train the run again with --overwrite."
+                ) from None
             self._trained = Trained(task, config, preprocessing, model, self.path)
         return self._trained
 
@@ -215,6 +224,10 @@ class Run:
         atomically; returns the version's folder, e.g. RUN_DIR/export/1."""
         from nlptool import export as export_lib
 
+        with locked(self.path, "exporting"):
+            return self._export(export_lib, out, version, overwrite)
+
+    def _export(self, export_lib, out, version, overwrite):
         trained = self.load()
         module, signatures = self.task.serving_module(trained)
         info = {
@@ -234,6 +247,16 @@ class Run:
         if self._serving is None:
             self._serving = self.task.serving_module(self.load())  # kept: tf.function methods hold it weakly
         return self.task.predict(self._serving[1], texts, **options)
+
+
+def _check_folder(path):
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{path} is a file, not a run directory.")
+
+
+def _contents(path):
+    """What a run directory holds besides its lock file."""
+    return [entry for entry in path.iterdir() if entry.name != LOCK_FILE]
 
 
 def _needs_tf_text(tokenizer):
@@ -346,24 +369,28 @@ def train(task, config, data, run_dir, *, options=None, overwrite=False, verbose
     else:
         raise TypeError(f"Expected a DataSource or Splits for argument `data`, got {type(data).__name__}.")
     say(task.describe(splits))
-    run, fresh = Run.create(run_dir, task, config, source, options, overwrite=overwrite)
-    if not fresh:
-        say(f"resuming {run.path}")
-    with run._removed_on_early_failure(fresh):
-        keras.utils.set_random_seed(config.training.seed)
-        config, preprocessing = task.prepare(config, splits, **options)
-        config_lib.save_yaml(config, run.path / CONFIG_FILE)
-        preprocessing.save(run.path, task.tokenizer_folders)
-        model = task.build_model(config, preprocessing)
-        task.initialize(model, preprocessing, **options)
-        task.compile(model, config)
-        epoch = training.epoch_variable()
-        batches = task.datasets(config, preprocessing, splits, epoch)
-        schedule, back_off = task.schedule(config)
-        monitor, mode = task.monitor
-        training.fit(model, batches, run.path, config.training, epoch, monitor, mode, schedule, back_off, verbose)
-    epochs = training.epochs_run(run.path)
-    say(f"trained {run.path} ({task.name}, {epochs} epoch{'' if epochs == 1 else 's'})")
-    if splits.test is not None:
-        run.metrics = run.evaluate(splits.test, split=splits.test_name)
+    _check_folder(Path(run_dir))
+    with locked(run_dir, "training"):  # from the check of the directory to the end of the evaluation
+        run, fresh = Run.create(run_dir, task, config, source, options, overwrite=overwrite)
+        if not fresh:
+            say(f"resuming {run.path}")
+        with run._removed_on_early_failure(fresh):
+            keras.utils.set_random_seed(config.training.seed)
+            config, preprocessing = task.prepare(config, splits, **options)
+            config_lib.save_yaml(config, run.path / CONFIG_FILE)
+            preprocessing.save(run.path, task.tokenizer_folders)
+            model = task.build_model(config, preprocessing)
+            task.initialize(model, preprocessing, **options)
+            task.compile(model, config)
+            epoch = training.epoch_variable()
+            batches = task.datasets(config, preprocessing, splits, epoch)
+            schedule, back_off = task.schedule(config)
+            monitor, mode = task.monitor
+            training.fit(
+                model, batches, run.path, config.training, epoch, monitor, mode, schedule, back_off, verbose, say
+            )
+        epochs = training.epochs_run(run.path)
+        say(f"trained {run.path} ({task.name}, {epochs} epoch{'' if epochs == 1 else 's'})")
+        if splits.test is not None:
+            run.metrics = run.evaluate(splits.test, split=splits.test_name)
     return run

@@ -5,7 +5,7 @@ A run directory holds everything about one training run:
     config.yaml            the resolved configuration
     tokenizer.json         the tokeniser (vocabulary or model included)
     checkpoints/           best.weights.h5 (best validation score so far)
-    backup/                BackupAndRestore state: an interrupted fit resumes here
+    backup/                the state an interrupted fit resumes from (see `Backup`)
     logs/                  TensorBoard
     history.csv            per-epoch losses and metrics
     metrics.json           evaluation, written by `evaluate`
@@ -14,13 +14,19 @@ A run directory holds everything about one training run:
 Resuming is exact: the data order of every epoch is a function of the seed
 and the epoch number (see `EpochCounter`), and the backup holds weights,
 optimizer state, the epoch and the states of the dropout seed generators
-(see `ExactBackupAndRestore`); the best validation value and patience of
+(see `Backup`); the best validation value and patience of
 the checkpoint and early stopping go with it (see `ResumeBestSoFar`). Run
 the same fit again on the same run directory and it continues where it
 stopped, with the same best checkpoint as an uninterrupted run.
+
+Every file of the backup and the checkpoint is written to a temporary file
+and renamed into place, so a kill at any moment leaves the last good copy.
+A loss that stops being finite ends the fit with `Diverged` (see
+`StopOnNonFinite`), keeping the last good backup and checkpoint.
 """
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -30,10 +36,25 @@ import tensorflow as tf
 
 from nlptool import compat
 from nlptool.errors import RunError
-from nlptool.files import write_json
+from nlptool.files import replacing, sha256, write_atomically, write_json
 
 CHECKPOINT = "checkpoints/best.weights.h5"
 CONFIG_FILE = "config.yaml"
+
+
+class Diverged(RunError):
+    """Training stopped because the loss stopped being finite."""
+
+    def __init__(self, run_dir, epoch, batch, loss, checkpoint):
+        kept = (
+            "The best checkpoint of the epochs before is kept: evaluate and export use it."
+            if checkpoint
+            else "No epoch finished with a finite loss, so there is no checkpoint."
+        )
+        super().__init__(
+            f"Training in {run_dir} diverged: the loss was {loss} at batch {batch + 1} of epoch {epoch + 1}. "
+            f"{kept} Lower training.learning_rate (or set training.clip_norm) and train again with --overwrite."
+        )
 
 
 def require_files(run_dir, names, kind):
@@ -61,46 +82,217 @@ class EpochCounter(keras.callbacks.Callback):
         self.variable.assign(epoch)
 
 
-class ExactBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore that also keeps the random state of the model.
+def finite_loss(logs):
+    """Whether an epoch's logs hold a finite training loss (see `StopOnNonFinite`)."""
+    return bool(np.isfinite(float((logs or {}).get("loss", 0.0))))
 
-    Keras's backup holds the weights and the optimizer but not the states of
-    the layers' seed generators, so a resumed run would draw other dropout
-    masks than an uninterrupted one. This saves them beside the backup at
-    the end of each epoch and restores them with it.
-    """
 
-    def __init__(self, backup_dir, **kwargs):
-        super().__init__(backup_dir, **kwargs)
-        self._seed_path = Path(backup_dir) / "seed_states.npz"
-
-    def _seed_states(self):
-        return [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is not finite, and
+    records where in `diverged` ((epoch, batch, loss), None while training
+    is sound). The epoch it stops in ends with every logged value NaN, so
+    that no later callback takes it for an improvement (its validation
+    accuracy may look fine); the backup then keeps the last good state.
+    Keras's TerminateOnNaN stops too, but fit returns as if training had
+    finished. Place it first."""
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        if self._seed_path.is_file() and Path(compat.backup_weights_path(self)).is_file():
-            saved = np.load(self._seed_path)
-            states = self._seed_states()
-            if len(saved.files) != len(states):
-                raise ValueError(
-                    f"The backup in {self._seed_path.parent} holds {len(saved.files)} seed states, the model "
-                    f"{len(states)}: it was written by a different model."
-                )
-            for i, variable in enumerate(states):
-                variable.assign(saved[f"state_{i}"])
+        self.diverged, self._epoch = None, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and self.diverged is None and not np.isfinite(float(loss)):
+            self.diverged = (self._epoch, batch, float(loss))
+            self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        # by position: layer names (and so variable paths) differ between processes
-        states = {f"state_{i}": np.asarray(v) for i, v in enumerate(self._seed_states())}
-        staging = self._seed_path.with_suffix(".tmp.npz")
-        np.savez(staging, **states)
-        staging.replace(self._seed_path)
+        if self.diverged is not None and self.diverged[0] == epoch and logs is not None:
+            logs.update((key, float("nan")) for key in list(logs))
+
+
+class Backup(keras.callbacks.Callback):
+    """The state an interrupted fit resumes from, in `folder`, written whole
+    or not at all.
+
+    At the end of each epoch with a finite loss it writes a generation: the
+    weights with the optimizer's state (`epoch-N.weights.h5`, N the epochs
+    done) and the states of the layers' seed generators (`epoch-N.seeds.npz`;
+    Keras's BackupAndRestore keeps no random state, so a resumed run would
+    draw other dropout masks), each to a temporary file renamed into place;
+    then `state.json`, renamed into place too, names them with their
+    SHA-256. A kill at any moment leaves the generation that state.json
+    named before. The previous generation is kept as well: `restore`
+    checks the latest and, if it is damaged (a truncated copy, a disk
+    error), says so and falls back to the previous one. A normal end of
+    training removes the backup; a stop on a non-finite loss keeps it.
+    """
+
+    STATE = "state.json"
+
+    def __init__(self, folder, history=None, say=print):
+        super().__init__()
+        self.folder, self.history, self.say = Path(folder), history, say
+
+    def _seed_states(self, model):
+        return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+    def _generations(self):
+        """The generations to try, newest first: those state.json names (with
+        their checksums), or if it is unreadable every one on disk (without)."""
+        path = self.folder / self.STATE
+        if path.is_file():
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))["generations"]
+            except (ValueError, KeyError, TypeError):
+                self.say(f"{path} is damaged; trying the generations of the backup on disk.")
+        found = sorted(self.folder.glob("epoch-*.weights.h5"), key=lambda p: -int(p.name.split("-")[1].split(".")[0]))
+        return [
+            {
+                "epoch": int(p.name.split("-")[1].split(".")[0]),
+                "weights": p.name,
+                "seeds": p.name[: -len(".weights.h5")] + ".seeds.npz",
+            }
+            for p in found
+        ]
+
+    def restore(self, model):
+        """Load the newest sound generation into `model` (built and
+        compiled); returns the epoch to start at (0 when there is none).
+        Rows of the history file (`history`, a CSVLogger's) from that epoch
+        on are dropped: they are trained again."""
+        start = self._restore(model) if self.folder.is_dir() else 0
+        if self.history is not None and Path(self.history).is_file():
+            lines = Path(self.history).read_text(encoding="utf-8").splitlines(keepends=True)
+            kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) < start]
+            if kept != lines:
+                write_atomically(self.history, lambda stream: stream.write("".join(kept)))
+        return start
+
+    def _restore(self, model):
+        generations = self._generations()
+        for generation in generations:
+            problem = self._load(model, generation)
+            if problem is None:
+                if generation is not generations[0]:
+                    self.say(f"Resuming from the backup of epoch {generation['epoch']} instead.")
+                return int(generation["epoch"])
+            self.say(f"The backup of epoch {generation['epoch']} in {self.folder} is damaged ({problem}).")
+        if generations:
+            raise RunError(
+                f"No generation of the backup in {self.folder} can be loaded; "
+                "pass --overwrite (overwrite=True) to train the run afresh."
+            )
+        return 0
+
+    def _load(self, model, generation):
+        """Load one generation; the problem that prevents it, or None."""
+        for key in ("weights", "seeds"):
+            path = self.folder / generation[key]
+            if not path.is_file():
+                return f"{path.name} is missing"
+            expected = generation.get(f"{key}_sha256")
+            if expected is not None and sha256(path) != expected:
+                return f"{path.name} does not match its checksum"
+        try:
+            if model.optimizer is not None and not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)
+            model.load_weights(self.folder / generation["weights"])
+            saved = np.load(self.folder / generation["seeds"])
+            states = self._seed_states(model)
+            if len(saved.files) != len(states):
+                return f"it holds {len(saved.files)} seed states, the model {len(states)}: another model wrote it"
+            for i, variable in enumerate(states):  # by position: variable paths differ between processes
+                variable.assign(saved[f"state_{i}"])
+        except Exception as error:  # noqa: BLE001 (h5py, zipfile and Keras each raise their own kinds)
+            return f"{type(error).__name__}: {error}"
+        return None
+
+    def on_train_begin(self, logs=None):
+        self._sound = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not finite_loss(logs):
+            self._sound = False  # keep the last good generation, and keep it at the end
+            return
+        done = epoch + 1
+        generation = {"epoch": done, "weights": f"epoch-{done}.weights.h5", "seeds": f"epoch-{done}.seeds.npz"}
+        with replacing(self.folder / generation["weights"]) as temporary:
+            self.model.save_weights(temporary, overwrite=True)
+        with replacing(self.folder / generation["seeds"]) as temporary:
+            np.savez(temporary, **{f"state_{i}": np.asarray(v) for i, v in enumerate(self._seed_states(self.model))})
+        for key in ("weights", "seeds"):
+            generation[f"{key}_sha256"] = sha256(self.folder / generation[key])
+        kept = [generation] + [g for g in self._generations() if g["epoch"] < done][:1]
+        write_json(self.folder / self.STATE, {"generations": kept})
+        names = {g[key] for g in kept for key in ("weights", "seeds")} | {self.STATE}
+        for path in self.folder.glob("epoch-*"):
+            if path.name not in names:
+                path.unlink()
+
+    def on_train_end(self, logs=None):
+        if self._sound:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the weights at the end of every epoch whose `monitor` value is
+    the best so far (`mode` "min" or "max"; NaN and infinities never are) to
+    `filepath`, to a temporary file renamed into place, so that a kill while
+    saving leaves the previous best. `best` is None before the first save."""
+
+    def __init__(self, filepath, monitor, mode):
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"Received an invalid value for argument `mode`, expected 'min' or 'max', got {mode!r}.")
+        self.filepath, self.monitor, self.mode, self.best = str(filepath), monitor, mode, None
+
+    def improves(self, value):
+        value = float(value)
+        if not np.isfinite(value):
+            return False
+        return self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(f"The checkpoint monitors {self.monitor!r}, which the epoch's logs lack: {sorted(logs)}.")
+        if self.improves(logs[self.monitor]):
+            with replacing(self.filepath) as temporary:
+                self.model.save_weights(temporary, overwrite=True)
+            self.best = float(logs[self.monitor])
+
+
+class EpochStates:
+    """A callback's state at the end of each of its last two epochs, in one
+    JSON file beside the backup, so that a resumed run takes back the state
+    of the epoch its backup holds, also when it falls back to the backup's
+    previous generation (see `Backup`)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def load(self, epoch):
+        """The state saved at the end of `epoch`, or None."""
+        return self._read().get(str(epoch))
+
+    def save(self, epoch, state):
+        kept = {key: value for key, value in self._read().items() if key == str(epoch - 1)}
+        write_json(self.path, {**kept, str(epoch): state})
+
+    def _read(self):
+        if not self.path.is_file():
+            return {}
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except ValueError:  # damaged: as if absent, so the callback starts afresh
+            return {}
 
 
 class ResumeBestSoFar(keras.callbacks.Callback):
-    """Keeps the best-so-far of ModelCheckpoint and EarlyStopping across a resume.
+    """Keeps the best-so-far of the checkpoint and early stopping across a resume.
 
     Both callbacks hold their best validation value, their patience count
     and (EarlyStopping) the best weights in memory only, so a resumed fit
@@ -112,7 +304,7 @@ class ResumeBestSoFar(keras.callbacks.Callback):
 
     def __init__(self, backup_dir, checkpoint, early_stopping):
         super().__init__()
-        self.path = Path(backup_dir) / "best_so_far.json"
+        self.states = EpochStates(Path(backup_dir) / "best_so_far.json")
         self.weights_path = Path(backup_dir) / "best_weights.npz"
         self.checkpoint, self.early_stopping = checkpoint, early_stopping
 
@@ -124,10 +316,8 @@ class ResumeBestSoFar(keras.callbacks.Callback):
         if not self._starting:
             return
         self._starting = False
-        if epoch == 0 or not self.path.is_file():
-            return
-        state = json.loads(self.path.read_text(encoding="utf-8"))
-        if state["epoch"] != epoch - 1:  # written for another epoch than the backup's: start afresh
+        state = self.states.load(epoch - 1)
+        if state is None:  # a fresh run, or none written for the backup's epoch: start afresh
             return
         stopping = self.early_stopping
         self.checkpoint.best = state["checkpoint_best"]
@@ -140,20 +330,19 @@ class ResumeBestSoFar(keras.callbacks.Callback):
         def number(value):
             return None if value is None else float(value)
 
+        if not finite_loss(logs):  # the backup keeps the epoch before, and so does this
+            return
         stopping = self.early_stopping
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         if stopping.best_weights is not None and stopping.best_epoch == epoch:  # a new best: keep its weights
-            staging = self.weights_path.with_suffix(".tmp.npz")
-            np.savez(staging, **{f"weight_{i}": w for i, w in enumerate(stopping.best_weights)})
-            staging.replace(self.weights_path)
+            with replacing(self.weights_path) as temporary:
+                np.savez(temporary, **{f"weight_{i}": w for i, w in enumerate(stopping.best_weights)})
         state = {
-            "epoch": epoch,
             "checkpoint_best": number(self.checkpoint.best),
             "best": number(stopping.best),
             "wait": int(stopping.wait),
             "best_epoch": int(stopping.best_epoch),
         }
-        write_json(self.path, state)
+        self.states.save(epoch, state)
 
 
 class ScheduleWithBackOff(keras.callbacks.Callback):
@@ -161,7 +350,7 @@ class ScheduleWithBackOff(keras.callbacks.Callback):
     epoch that ends with the monitored value worse than the best so far,
     loads the best weights back and multiplies the rate by `factor` for the
     rest of the run (once per such epoch). The best value and weights are
-    those of `checkpoint`, the run's ModelCheckpoint (save_best_only).
+    those of `checkpoint`, the run's `BestCheckpoint`.
 
     An SGD language model at a high rate can leave its basin within one
     epoch (validation perplexity 185 to 925 in a pass over IMDB) and does not
@@ -182,7 +371,7 @@ class ScheduleWithBackOff(keras.callbacks.Callback):
         if factor is not None and not 0 < factor < 1:
             raise ValueError(f"The back-off factor must be between 0 and 1 (exclusive), not {factor}.")
         self.schedule, self.factor, self.checkpoint = schedule, factor, checkpoint
-        self.path = Path(backup_dir) / "back_off.json"
+        self.states = EpochStates(Path(backup_dir) / "back_off.json")
 
     def on_train_begin(self, logs=None):
         self._starting, self.back_offs = True, 0
@@ -193,21 +382,22 @@ class ScheduleWithBackOff(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self._starting:  # a resumed run takes back its state if it was written with the backup's epoch
             self._starting = False
-            if epoch > 0 and self.path.is_file():
-                state = json.loads(self.path.read_text(encoding="utf-8"))
-                if state["epoch"] == epoch - 1:
-                    self.back_offs = state["back_offs"]
+            state = self.states.load(epoch - 1)
+            if state is not None:
+                self.back_offs = state["back_offs"]
         self.model.optimizer.learning_rate.assign(self.rate(epoch))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         logs["learning_rate"] = self.rate(epoch)
+        if not finite_loss(logs):  # training stops here; the backup keeps the epoch before, and so does this
+            return
         value, best = float(logs[self.checkpoint.monitor]), self.checkpoint.best  # best: None before any save
-        improved = best is None or (value < best if self.checkpoint.mode == "min" else value > best)
-        if not improved and value != best and self.factor is not None:  # worse, or inf or NaN
+        worse = best is not None and not self.checkpoint.improves(value) and value != best  # or inf or NaN
+        if worse and self.factor is not None:
             self.model.load_weights(self.checkpoint.filepath)
             self.back_offs += 1
-        write_json(self.path, {"epoch": epoch, "back_offs": self.back_offs})
+        self.states.save(epoch, {"back_offs": self.back_offs})
 
 
 class SwapAveragedWeights(keras.callbacks.Callback):
@@ -266,7 +456,7 @@ class CoveragePhase(keras.callbacks.Callback):
     (the checkpoint), with the model's `coverage_weight` set to `weight`,
     and runs `epochs` epochs; the checkpoint and early stopping choose among
     its epochs only. Each epoch logs `coverage_weight`. A stop after a
-    NaN loss (TerminateOnNaN) is left alone.
+    non-finite loss (StopOnNonFinite) is left alone.
 
     Place it after the checkpoint, early stopping and the time budget, and
     before ResumeBestSoFar. The phase's first epoch is kept beside the
@@ -281,7 +471,7 @@ class CoveragePhase(keras.callbacks.Callback):
         self.weight, self.epochs, self.total_epochs = float(weight), int(epochs), int(total_epochs)
         self.checkpoint, self.early_stopping = checkpoint, early_stopping
         self.seconds = None if max_minutes is None else 60 * max_minutes
-        self.path = Path(backup_dir) / "coverage_phase.json"
+        self.states = EpochStates(Path(backup_dir) / "coverage_phase.json")
 
     def on_train_begin(self, logs=None):
         self.start, self._starting = None, True
@@ -290,10 +480,9 @@ class CoveragePhase(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self._starting:
             self._starting = False
-            if epoch > 0 and self.path.is_file():
-                state = json.loads(self.path.read_text(encoding="utf-8"))
-                if state["epoch"] == epoch - 1:
-                    self.start = state["start"]
+            state = self.states.load(epoch - 1)
+            if state is not None:
+                self.start = state["start"]
         if self.start == epoch and Path(self.checkpoint.filepath).is_file():
             self.model.load_weights(self.checkpoint.filepath)  # the first phase's best
         in_phase = self.start is not None and epoch >= self.start
@@ -311,8 +500,9 @@ class CoveragePhase(keras.callbacks.Callback):
         self.epochs_here += 1
         logs = logs if logs is not None else {}
         logs["coverage_weight"] = float(self.model.coverage_weight.numpy())
-        diverged = not np.isfinite(float(logs.get("loss", 0.0)))  # TerminateOnNaN's stop stands
-        if self.start is None and not diverged and (self.model.stop_training or not self._budget_left_for_phase(epoch)):
+        if not finite_loss(logs):  # StopOnNonFinite's stop stands; the backup keeps the epoch before
+            return
+        if self.start is None and (self.model.stop_training or not self._budget_left_for_phase(epoch)):
             self.start = epoch + 1
             self.model.stop_training = False
             self.checkpoint.best = None  # choose among the phase's epochs
@@ -321,7 +511,7 @@ class CoveragePhase(keras.callbacks.Callback):
             stopping.best_epoch, stopping.stopped_epoch = epoch + 1, 0
         elif self.start is not None and epoch + 1 >= self.start + self.epochs:
             self.model.stop_training = True
-        write_json(self.path, {"epoch": epoch, "start": self.start})
+        self.states.save(epoch, {"start": self.start})
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -363,8 +553,10 @@ def callbacks(
     back_off=None,
     max_minutes=None,
     phase=None,
+    say=print,
 ):
-    """The standard callbacks of a run in `run_dir`.
+    """The standard callbacks of a run in `run_dir`; `fit` restores the
+    backup (the `Backup` among them) before training.
 
     Args:
         run_dir: the run directory.
@@ -379,6 +571,7 @@ def callbacks(
         max_minutes: the time budget (`TimeBudget`), None: none.
         phase: None, or `phase(checkpoint, early_stopping, backup_dir)` ->
             a callback that acts on their decisions (`CoveragePhase`).
+        say: where the backup's messages go (a damaged backup, a fallback).
 
     With an optimizer that keeps a moving average of the weights
     (`use_ema`), validation, the checkpoint and early stopping see the
@@ -387,9 +580,7 @@ def callbacks(
     """
     run_dir = Path(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        str(run_dir / CHECKPOINT), monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True
-    )
+    checkpoint = BestCheckpoint(run_dir / CHECKPOINT, monitor, mode)
     stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True)
     rate = []
     if schedule is not None:
@@ -398,11 +589,10 @@ def callbacks(
     elif back_off is not None:
         raise ValueError("A back-off needs a schedule of learning rates to act on.")
     return [
+        StopOnNonFinite(),  # first: a diverged epoch's logs are NaN for everything after it
         EpochCounter(epoch),
         *rate,
-        # first to restore (on_train_begin), so that a resumed run restores before anything else looks at the model
-        ExactBackupAndRestore(str(run_dir / "backup")),
-        keras.callbacks.TerminateOnNaN(),
+        Backup(run_dir / "backup", history=run_dir / "history.csv", say=say),
         SwapAveragedWeights(),  # after the backup
         checkpoint,
         stopping,
@@ -412,6 +602,13 @@ def callbacks(
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
     ]
+
+
+def restore(model, run_callbacks):
+    """Load the backup of the `callbacks` list `run_callbacks` into `model`
+    (built and compiled); returns the epoch to start at, for `fit`'s
+    `initial_epoch` (0: the run has no backup yet)."""
+    return next(c for c in run_callbacks if isinstance(c, Backup)).restore(model)
 
 
 # === The training loop of every task ===
@@ -432,11 +629,13 @@ def optimizer(config, kind="adam"):
     raise ValueError(f"Received an invalid value for argument `kind`, expected 'adam' or 'sgd', got {kind!r}.")
 
 
-def fit(model, batches, run_dir, config, epoch, monitor, mode, schedule=None, back_off=None, verbose=2):
+def fit(model, batches, run_dir, config, epoch, monitor, mode, schedule=None, back_off=None, verbose=2, say=print):
     """Train the compiled `model` on `batches` (a `tasks.base.Batches`) into
     `run_dir` with the standard callbacks, the time budget of `config` (a
-    `TrainingConfig`) and exact resume; then write training.json (seconds of
-    this process, epochs of the run so far, and `batches.info`)."""
+    `TrainingConfig`) and exact resume (from the backup, if the run has
+    one); then write training.json (seconds of this process, epochs of the
+    run so far, and `batches.info`). Raises `Diverged`, and writes no
+    training.json, if the loss stops being finite."""
     run_callbacks = callbacks(
         run_dir,
         epoch,
@@ -447,17 +646,23 @@ def fit(model, batches, run_dir, config, epoch, monitor, mode, schedule=None, ba
         back_off=back_off,
         max_minutes=config.max_minutes,
         phase=batches.phase,
+        say=say,
     )
+    guard = next(c for c in run_callbacks if isinstance(c, StopOnNonFinite))
+    initial_epoch = restore(model, run_callbacks)
     started = time.monotonic()
     model.fit(
         batches.train,
         validation_data=batches.validation,
         epochs=config.epochs,
+        initial_epoch=initial_epoch,
         callbacks=run_callbacks,
         shuffle=False,  # the pipelines order the data, by (seed, epoch)
         verbose=verbose,
         **batches.fit_options,
     )
+    if guard.diverged is not None:
+        raise Diverged(run_dir, *guard.diverged, checkpoint=(Path(run_dir) / CHECKPOINT).is_file())
     summary = {"seconds": time.monotonic() - started, "epochs": epochs_run(run_dir), **batches.info}
     write_json(Path(run_dir) / TRAINING_FILE, summary)
     return summary

@@ -303,3 +303,12 @@ def _assert_rows_close(first, second):
                 assert [t for t, _ in a[key]] == [t for t, _ in b[key]]
             else:
                 assert a[key] == b[key], key
+
+
+def call_signature(signature, **values):
+    """Call a loaded SavedModel signature with plain values, each made a
+    tensor of the dtype the signature declares for it."""
+    import tensorflow as tf
+
+    specs = signature.structured_input_signature[1]
+    return signature(**{name: tf.constant(value, specs[name].dtype) for name, value in values.items()})

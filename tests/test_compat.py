@@ -180,18 +180,6 @@ def test_trainable_variables_of():
     )
 
 
-def test_backup_weights_path(tmp_path):
-    backup = tmp_path / "backup"
-    callback = keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False)
-    with private_api("backup_weights_path"):
-        path = Path(compat.backup_weights_path(callback))
-    assert path.parent == backup and path.name.endswith(".weights.h5"), f"{about('backup_weights_path')}: {path}"
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile(optimizer="sgd", loss="mse")
-    model.fit(np.ones((4, 2), "float32"), np.ones((4, 1), "float32"), epochs=1, callbacks=[callback], verbose=0)
-    assert path.is_file(), f"{about('backup_weights_path')}: BackupAndRestore did not write {path}"
-
-
 def fixed_model(cls=keras.Model):
     inputs = keras.Input((2,))
     dense = keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="zeros")

@@ -60,6 +60,7 @@ def fit(run_dir, back_off, epochs=4, rates=schedule):
         validation_data=(x[192:], y[192:]),
         batch_size=192,
         epochs=epochs,
+        initial_epoch=training.restore(model, callbacks),
         callbacks=[*callbacks, recorder],
         shuffle=False,
         verbose=0,

@@ -14,6 +14,7 @@ line of a JSON Lines file. Lines are 1-based too: line 1 is the first line.
 import csv
 import io
 import json
+import shlex
 from functools import cached_property
 from pathlib import Path
 
@@ -31,6 +32,11 @@ def _delimiter_name(delimiter):
     return {"\t": "a tab ('\\t')", ",": "',' (comma)", ";": "';' (semicolon)", "|": "'|' (pipe)"}.get(
         delimiter, repr(delimiter)
     )
+
+
+def delimiter_option(delimiter):
+    """How `--delimiter` spells `delimiter` on the command line ("tab" for a tab)."""
+    return "tab" if delimiter == "\t" else shlex.quote(delimiter)
 
 
 def file_format(path, delimiter=None):
@@ -152,6 +158,13 @@ def _check_header(source, names):
         header = next(r for r in csv.reader(io.StringIO(source.text, newline=""), delimiter=source.delimiter) if r)
     except (StopIteration, csv.Error):
         return
+    repeated = sorted({name for name in names if header.count(name) > 1})
+    if repeated:
+        columns = [i + 1 for i, field in enumerate(header) if field == repeated[0]]
+        raise DataError(
+            f"{source.path}: the header (line 1) names the column {repeated[0]!r} more than once "
+            f"(columns {', '.join(map(str, columns))}); rename all but one."
+        )
     if len(header) != 1 or header[0] in names:
         return
     field = header[0]
@@ -160,13 +173,14 @@ def _check_header(source, names):
     if counts[best]:
         raise DataError(
             f"{source.path} looks delimited by {_delimiter_name(best)}, not {_delimiter_name(source.delimiter)}: "
-            f"its header (line 1) reads as the single column {field!r}. Pass delimiter={best!r}."
+            f"its header (line 1) reads as the single column {field!r}. Pass delimiter={best!r} "
+            f"(--delimiter {delimiter_option(best)} on the command line)."
         )
     if any(name in field for name in names):
         raise DataError(
             f"{source.path} has the single column {field!r} (line 1), which contains the column names "
             f"{'/'.join(map(repr, names))}: the delimiter is not {_delimiter_name(source.delimiter)}; "
-            f"pass the file's delimiter with delimiter=."
+            f"pass the file's delimiter with delimiter= (--delimiter on the command line)."
         )
 
 

@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from nlptool import decoding
 from nlptool.export import ServingModule
+from nlptool.tasks.base import AT_LEAST_ONE
 from nlptool.tokenizers import END_ID, PAD_ID, START_ID
 
 
@@ -95,6 +96,13 @@ class LanguageModelServing(ServingModule):
         ]
     )
     def generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed):
+        max_new_tokens, temperature, top_k, top_p = decoding.checked(
+            type(self.defaults).bounds(),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+        )
         tokens, lengths = self.generate_ids(prompt, max_new_tokens, temperature, top_k, top_p, seed)
         return {"text": self.tokenizer.detokenize(tokens), "ids": tokens, "lengths": lengths}
 
@@ -107,7 +115,7 @@ class LanguageModelServing(ServingModule):
     )
     def beam_search(self, prompt, max_new_tokens, beam_width):
         """The most probable continuation found by a beam search (log-probability in `score`)."""
-        with tf.control_dependencies([tf.debugging.assert_positive(beam_width, "beam_width must be at least 1")]):
-            beam_width = tf.identity(beam_width)  # checked before the search uses it
+        bounds = {**type(self.defaults).bounds(), "beam_width": AT_LEAST_ONE}
+        max_new_tokens, beam_width = decoding.checked(bounds, max_new_tokens=max_new_tokens, beam_width=beam_width)
         tokens, scores = self.beam_ids(prompt, max_new_tokens, beam_width)
         return {"text": self.tokenizer.detokenize(tokens), "score": scores}

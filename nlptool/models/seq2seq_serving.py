@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from nlptool import decoding
 from nlptool.export import ServingModule
+from nlptool.tasks.base import AT_LEAST_ONE
 from nlptool.tokenizers import END_ID, PAD_ID, START_ID
 
 
@@ -87,8 +88,10 @@ class EncoderDecoderServing(ServingModule):
         ]
     )
     def beam_search(self, source, beam_width, n_best, length_penalty):
-        tf.debugging.assert_positive(beam_width, "beam_width must be at least 1")
-        tf.debugging.assert_positive(n_best, "n_best must be at least 1")
+        bounds = {**type(self.defaults).bounds(), "n_best": AT_LEAST_ONE}
+        beam_width, n_best, length_penalty = decoding.checked(
+            bounds, beam_width=beam_width, n_best=n_best, length_penalty=length_penalty
+        )
         tf.debugging.assert_less_equal(n_best, beam_width, "n_best cannot exceed beam_width")
         ids, scores, lengths = self.translate_ids(source, beam_width, n_best, length_penalty)
         return {"text": self._text(ids), "score": scores, "ids": ids, "lengths": lengths}

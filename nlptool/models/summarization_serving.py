@@ -6,6 +6,7 @@ from nlptool import decoding
 from nlptool.export import ServingModule
 from nlptool.models import pointer_generator
 from nlptool.models.seq2seq_serving import pieces, write_end
+from nlptool.tasks.base import AT_LEAST_ONE
 from nlptool.tokenizers import END_ID, PAD_ID, START_ID
 
 TRIGRAM = 3
@@ -161,11 +162,18 @@ class SummarizationServing(ServingModule):
     def beam_search(
         self, text, beam_width, n_best, length_penalty, coverage_penalty, min_length, max_length, block_trigrams
     ):
+        bounds = {**type(self.defaults).bounds(), "n_best": AT_LEAST_ONE}
+        beam_width, n_best, length_penalty, coverage_penalty, min_length, max_length = decoding.checked(
+            bounds,
+            beam_width=beam_width,
+            n_best=n_best,
+            length_penalty=length_penalty,
+            coverage_penalty=coverage_penalty,
+            min_length=min_length,
+            max_length=max_length,
+        )
         checks = [
-            tf.debugging.assert_positive(beam_width, "beam_width must be at least 1"),
-            tf.debugging.assert_positive(n_best, "n_best must be at least 1"),
             tf.debugging.assert_less_equal(n_best, beam_width, "n_best cannot exceed beam_width"),
-            tf.debugging.assert_positive(max_length, "max_length must be at least 1"),
             tf.debugging.assert_less_equal(min_length, max_length, "min_length cannot exceed max_length"),
         ]
         with tf.control_dependencies(checks):

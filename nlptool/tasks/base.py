@@ -19,19 +19,84 @@ from typing import Any, ClassVar, Literal
 
 from nlptool.errors import DataError, UsageError
 
+# === The values a config number may take ===
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """An interval of numbers: from `low` (excluded if `low_open`) to `high`
+    (None: no bound; excluded if `high_open`). NaN is in no range."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value):
+        above = value > self.low if self.low_open else value >= self.low
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return bool(above and below)
+
+    def __str__(self):
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+AT_LEAST_ONE = Range(1)
+AT_LEAST_ZERO = Range(0)
+POSITIVE = Range(0, low_open=True)
+RATE = Range(0, 1, high_open=True)  # dropout, label smoothing: [0, 1)
+OPEN_UNIT = Range(0, 1, low_open=True, high_open=True)  # (0, 1)
+FACTOR = Range(0, 1, low_open=True)  # a factor that may keep things as they are: (0, 1]
+
+
+class Section:
+    """A config section whose numbers are checked when it is made: `ranges`
+    maps a field to its `Range` (merged over the base classes; a None value
+    passes, as an optional field's "off"). A value outside raises ValueError
+    naming the field, which the config loader reports with its section and
+    source and the command line as one line (exit code 2)."""
+
+    ranges: ClassVar[dict] = {}
+
+    def __post_init__(self):
+        self.check(**{name: getattr(self, name) for name in self.bounds()})
+
+    @classmethod
+    def bounds(cls):
+        """Field -> Range, over the base classes too."""
+        ranges = {}
+        for klass in reversed(cls.__mro__):
+            ranges.update(vars(klass).get("ranges", {}))
+        return ranges
+
+    @classmethod
+    def check(cls, **values):
+        """Raise ValueError naming the first of `values` (fields of this
+        section; None passes) outside its range. The same rules hold for
+        the options of a prediction (`nlptool predict --temperature ...`)."""
+        bounds = cls.bounds()
+        for name, value in values.items():
+            if value is not None and name in bounds and value not in bounds[name]:
+                raise ValueError(f"{name} must be {bounds[name]}, not {value!r}.")
+
+
 # === Shared config sections ===
 
 
 @dataclasses.dataclass
-class TokenizerConfig:
+class TokenizerConfig(Section):
     """The tokeniser of a task; tasks subclass it to add their own fields."""
 
     kind: Literal["word", "char", "byte", "wordpiece", "sentencepiece"] = "word"
     vocab_size: int = 20_000  # reserved ids included (ignored by the byte tokeniser)
 
+    ranges = {"vocab_size": Range(5)}  # the 4 reserved ids (padding, unknown, start, end) and one more
+
 
 @dataclasses.dataclass
-class TrainingConfig:
+class TrainingConfig(Section):
     """Training settings every task has; tasks subclass it to add their own
     fields or to change a default (by declaring the field again)."""
 
@@ -50,17 +115,17 @@ class TrainingConfig:
     lr_backoff: float | None = None
     validation_fraction: float = 0.05  # held out of the training data when no validation data is given
 
-    def __post_init__(self):
-        if self.ema_momentum is not None and not 0 < self.ema_momentum < 1:
-            raise ValueError(f"ema_momentum must be between 0 and 1 (exclusive) or null, not {self.ema_momentum}.")
-        if self.clip_norm is not None and not self.clip_norm > 0:
-            raise ValueError(f"clip_norm must be positive or null, not {self.clip_norm}.")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise ValueError(f"max_minutes must be positive or null, not {self.max_minutes}.")
-        if self.lr_backoff is not None and not 0 < self.lr_backoff < 1:
-            raise ValueError(f"lr_backoff must be between 0 and 1 (exclusive) or null, not {self.lr_backoff}.")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in (0, 1), not {self.validation_fraction}.")
+    ranges = {
+        "epochs": AT_LEAST_ONE,
+        "batch_size": AT_LEAST_ONE,
+        "learning_rate": POSITIVE,
+        "early_stopping_patience": AT_LEAST_ZERO,
+        "clip_norm": POSITIVE,
+        "ema_momentum": OPEN_UNIT,
+        "max_minutes": POSITIVE,
+        "lr_backoff": OPEN_UNIT,
+        "validation_fraction": OPEN_UNIT,
+    }
 
 
 # === What flows between the steps ===

@@ -31,12 +31,14 @@ class TokenizerConfig(base.TokenizerConfig):
 
 
 @dataclasses.dataclass
-class ModelConfig:
+class ModelConfig(base.Section):
     embedding_dim: int = 400
     units: int = 400  # GRU state size of every layer
     layers: int = 2
     dropout: float = 0.4  # variational: on each GRU layer's input and on the last output
     tie_weights: bool = True  # the softmax reuses the embedding matrix
+
+    ranges = {**dict.fromkeys(("embedding_dim", "units", "layers"), base.AT_LEAST_ONE), "dropout": base.RATE}
 
 
 @dataclasses.dataclass
@@ -64,14 +66,28 @@ class TrainingConfig(base.TrainingConfig):
     # O(vocabulary); validation, evaluation and generation always use the full softmax.
     softmax_samples: int = 0
 
+    ranges = {
+        "window": base.AT_LEAST_ONE,
+        "lr_decay": base.FACTOR,
+        "lr_decay_start": base.AT_LEAST_ZERO,
+        "softmax_samples": base.AT_LEAST_ZERO,
+    }
+
 
 @dataclasses.dataclass
-class GenerationConfig:
+class GenerationConfig(base.Section):
     max_new_tokens: int = 50
     temperature: float = 1.0
     top_k: int = 0  # 0: no top-k filter
     top_p: float = 1.0  # 1: no nucleus filter
     stop_at_end: bool = True  # stop a sample at </s> (for line-unit models)
+
+    ranges = {
+        "max_new_tokens": base.AT_LEAST_ONE,
+        "temperature": base.AT_LEAST_ZERO,  # 0: greedy
+        "top_k": base.AT_LEAST_ZERO,
+        "top_p": base.FACTOR,
+    }
 
 
 @dataclasses.dataclass
@@ -321,6 +337,10 @@ class LanguageModelTask(base.Task):
         defaults. With `beam_width`, a beam search instead of sampling."""
         import tensorflow as tf
 
+        try:
+            GenerationConfig.check(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         defaults = {k: v.numpy().item() for k, v in signatures["generation_defaults"]().items()}
         if max_new_tokens is None:
             max_new_tokens = defaults["max_new_tokens"]

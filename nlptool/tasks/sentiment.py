@@ -26,9 +26,11 @@ PREDICT_BATCH = 256  # texts per call of the serving signature
 class TokenizerConfig(base.TokenizerConfig):
     max_length: int = 256  # tokens kept per text (the first ones)
 
+    ranges = {"max_length": base.AT_LEAST_ONE}
+
 
 @dataclasses.dataclass
-class ModelConfig:
+class ModelConfig(base.Section):
     embedding_dim: int = 128  # size of each token vector
     units: int = 128  # GRU state size per direction
     layers: int = 1  # stacked GRU layers
@@ -36,6 +38,11 @@ class ModelConfig:
     dropout: float = 0.3  # before the classifier, and on the GRU inputs
     embedding_dropout: float = 0.0  # share of tokens whose whole vector is zeroed in training (word dropout)
     pooling: Literal["last", "max_mean"] = "max_mean"  # what summarises the sequence
+
+    ranges = {
+        **dict.fromkeys(("embedding_dim", "units", "layers"), base.AT_LEAST_ONE),
+        **dict.fromkeys(("dropout", "embedding_dropout"), base.RATE),
+    }
 
 
 @dataclasses.dataclass
@@ -50,10 +57,7 @@ class TrainingConfig(base.TrainingConfig):
     # the loss most; null: off
     adversarial_epsilon: float | None = None
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.adversarial_epsilon is not None and not self.adversarial_epsilon > 0:
-            raise ValueError(f"adversarial_epsilon must be positive or null, not {self.adversarial_epsilon}.")
+    ranges = {"adversarial_epsilon": base.POSITIVE}
 
 
 @dataclasses.dataclass

@@ -10,6 +10,14 @@ from nlptool.errors import UsageError
 from nlptool.progress import Progress
 from nlptool.tasks import base
 
+# the numbers of the shared encoder-decoder's model section (`ModelConfig` of translation and summarisation)
+MODEL_RANGES = {
+    **dict.fromkeys(
+        ("embedding_dim", "encoder_units", "encoder_layers", "decoder_units", "attention_units"), base.AT_LEAST_ONE
+    ),
+    "dropout": base.RATE,
+}
+
 
 class PairTask(base.Task):
     """A task on text pairs (translation, summarisation): the two roles of
@@ -113,6 +121,7 @@ def decode(
     progress=False,
     input_name="source",
     output_name="text",
+    rules=None,
     **options,
 ):
     """One row per source: {"text", "score", "n_best": [(text, score), ...]},
@@ -121,7 +130,8 @@ def decode(
     such as length_penalty; None takes the run's value from
     decoding_defaults), or greedy decoding (one hypothesis, scored by its
     log-probability). `input_name` and `output_name` are the signatures'
-    text input and output."""
+    text input and output; `rules`, the task's decoding config section,
+    checks the options given (UsageError naming the first outside its range)."""
     import tensorflow as tf
 
     defaults = signatures["decoding_defaults"]()
@@ -129,6 +139,11 @@ def decode(
     beam_width = values["beam_width"] if beam_width is None else beam_width
     if greedy and n_best != 1:
         raise UsageError("Greedy decoding gives one output per input; ask for n_best 1 or a beam search.")
+    if rules is not None:
+        try:
+            rules.check(beam_width=beam_width, **options)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     if not greedy and (beam_width < 1 or not 1 <= n_best <= beam_width):
         raise UsageError(
             f"Need a beam width of at least 1 and 1 <= n_best <= beam width; "

@@ -15,7 +15,7 @@ from typing import Literal
 
 from nlptool.errors import UsageError
 from nlptool.tasks import base
-from nlptool.tasks.seq2seq import PairTask
+from nlptool.tasks.seq2seq import MODEL_RANGES, PairTask
 
 DECODE_BATCH = 32  # texts per call when summarising many
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -35,7 +35,7 @@ class TokenizerConfig(base.TokenizerConfig):
 
 
 @dataclasses.dataclass
-class ModelConfig:
+class ModelConfig(base.Section):
     embedding_dim: int = 128
     encoder_units: int = 256  # per direction
     encoder_layers: int = 1
@@ -45,6 +45,8 @@ class ModelConfig:
     tie_embeddings: bool = True
     pointer: bool = True  # the copy distribution (pointer-generator)
     coverage: bool = True  # coverage in the attention, and the coverage loss in a final phase
+
+    ranges = MODEL_RANGES
 
 
 @dataclasses.dataclass
@@ -57,18 +59,17 @@ class TrainingConfig(base.TrainingConfig):
     coverage_weight: float = 1.0  # lambda of the coverage loss in its phase
     coverage_epochs: int = 1  # epochs of the final phase with the coverage loss
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.max_source_length < 1 or self.max_target_length < 1:
-            raise ValueError("max_source_length and max_target_length must be at least 1.")
-        if self.coverage_epochs < 1:
-            raise ValueError(f"coverage_epochs must be at least 1, not {self.coverage_epochs}.")
-        if self.coverage_weight < 0:
-            raise ValueError(f"coverage_weight must be at least 0, not {self.coverage_weight}.")
+    ranges = {
+        "label_smoothing": base.RATE,
+        "max_source_length": base.AT_LEAST_ONE,
+        "max_target_length": base.AT_LEAST_ONE,
+        "coverage_weight": base.AT_LEAST_ZERO,
+        "coverage_epochs": base.AT_LEAST_ONE,
+    }
 
 
 @dataclasses.dataclass
-class DecodingConfig:
+class DecodingConfig(base.Section):
     beam_width: int = 4
     length_penalty: float = 1.0  # alpha of the GNMT penalty ((5 + |Y|) / 6) ** alpha
     coverage_penalty: float = 0.0  # beta of the GNMT coverage penalty
@@ -76,16 +77,25 @@ class DecodingConfig:
     max_length: int = 30  # tokens, </s> included
     block_trigrams: bool = False  # no trigram twice in a summary
 
+    ranges = {
+        "beam_width": base.AT_LEAST_ONE,
+        "length_penalty": base.AT_LEAST_ZERO,
+        "coverage_penalty": base.AT_LEAST_ZERO,
+        "min_length": base.AT_LEAST_ONE,
+        "max_length": base.AT_LEAST_ONE,
+    }
+
     def __post_init__(self):
-        if self.beam_width < 1:
-            raise ValueError(f"beam_width must be at least 1, not {self.beam_width}.")
-        if not 1 <= self.min_length <= self.max_length:
+        super().__post_init__()
+        if not self.min_length <= self.max_length:
             raise ValueError(f"Need 1 <= min_length <= max_length, got {self.min_length} and {self.max_length}.")
 
 
 @dataclasses.dataclass
-class EvaluationConfig:
+class EvaluationConfig(base.Section):
     lead_words: int = 8  # the lead baseline: the first this many words of the text
+
+    ranges = {"lead_words": base.AT_LEAST_ONE}
 
 
 @dataclasses.dataclass
@@ -301,7 +311,7 @@ class SummarizationTask(PairTask):
             raise UsageError("Greedy decoding takes the run's decoding settings; drop --greedy to set them.")
         rows = decode(
             signatures, texts, beam_width, n_best, greedy, DECODE_BATCH, progress,
-            input_name="text", output_name="summary", **options,
+            input_name="text", output_name="summary", rules=DecodingConfig, **options,
         )  # fmt: skip
         if plot_attention:
             if len(texts) != 1:

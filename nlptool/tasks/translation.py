@@ -14,7 +14,7 @@ from typing import Literal
 
 from nlptool.errors import UsageError
 from nlptool.tasks import base
-from nlptool.tasks.seq2seq import PairTask
+from nlptool.tasks.seq2seq import MODEL_RANGES, PairTask
 
 DECODE_BATCH = 50  # sentences per call when translating many
 
@@ -29,7 +29,7 @@ class TokenizerConfig(base.TokenizerConfig):
 
 
 @dataclasses.dataclass
-class ModelConfig:
+class ModelConfig(base.Section):
     embedding_dim: int = 256
     encoder_units: int = 256  # per direction: the annotations h_j have twice this size
     encoder_layers: int = 1
@@ -37,6 +37,8 @@ class ModelConfig:
     attention_units: int = 512
     dropout: float = 0.3  # on embeddings, between encoder layers and on the deep output
     tie_embeddings: bool = True  # the softmax reuses the target embedding
+
+    ranges = MODEL_RANGES
 
 
 @dataclasses.dataclass
@@ -46,14 +48,23 @@ class TrainingConfig(base.TrainingConfig):
     label_smoothing: float = 0.1
     max_length: int = 100  # training pairs whose source + </s> or <s> + target exceeds this many tokens are left out
 
+    ranges = {"label_smoothing": base.RATE, "max_length": base.AT_LEAST_ONE}
+
 
 @dataclasses.dataclass
-class DecodingConfig:
+class DecodingConfig(base.Section):
     beam_width: int = 5
     length_penalty: float = 0.6  # alpha of the GNMT penalty ((5 + |Y|) / 6) ** alpha
     # an output has at most max_length_ratio * source tokens + max_length_offset tokens
     max_length_ratio: float = 1.5
     max_length_offset: int = 10
+
+    ranges = {
+        "beam_width": base.AT_LEAST_ONE,
+        "length_penalty": base.AT_LEAST_ZERO,
+        "max_length_ratio": base.POSITIVE,
+        "max_length_offset": base.AT_LEAST_ZERO,
+    }
 
 
 @dataclasses.dataclass
@@ -204,7 +215,15 @@ class TranslationTask(PairTask):
         from nlptool.tasks.seq2seq import decode, draw_attention
 
         results = decode(
-            signatures, sources, beam_width, n_best, greedy, DECODE_BATCH, progress, length_penalty=length_penalty
+            signatures,
+            sources,
+            beam_width,
+            n_best,
+            greedy,
+            DECODE_BATCH,
+            progress,
+            rules=DecodingConfig,
+            length_penalty=length_penalty,
         )
         if plot_attention:
             if len(sources) != 1:

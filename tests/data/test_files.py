@@ -132,11 +132,11 @@ def test_wrong_delimiter(tmp_path):
         read_table(path, TEXT_LABEL)
     message = str(info.value)
     assert "semi.csv looks delimited by ';'" in message
-    assert "delimiter=';'" in message
+    assert "delimiter=';' (--delimiter ';' on the command line)" in message  # both spellings of the advice
     assert "'text;label'" in message
 
     path = write(tmp_path, "tabs.csv", "text\tlabel\ngood\t1\n")
-    with pytest.raises(DataError, match=r"tabs\.csv looks delimited by a tab.*delimiter='\\t'"):
+    with pytest.raises(DataError, match=r"tabs\.csv looks delimited by a tab.*delimiter='\\t' \(--delimiter tab on"):
         read_table(path, TEXT_LABEL)
     path = write(tmp_path, "commas.tsv", "text,label\ngood,1\n")
     with pytest.raises(DataError, match=r"commas\.tsv looks delimited by ',' \(comma\), not a tab.*delimiter=','"):
@@ -393,3 +393,13 @@ def test_read_parallel(tmp_path):
         read_parallel(path, "de", "fr", names={"target": "--target-column"})
     with pytest.raises(ValueError, match="argument `names`"):
         read_parallel(path, "de", "en", names={"text": "--text-column"})
+
+
+def test_a_column_named_twice_is_refused_not_picked(tmp_path):
+    path = write(tmp_path, "twice.csv", "text,label,text\ngood,1,bad\n")
+    with pytest.raises(
+        DataError, match=r"twice\.csv: the header \(line 1\) names the column 'text' more than once \(columns 1, 3\)"
+    ):
+        read_table(path, TEXT_LABEL)
+    path = write(tmp_path, "other.csv", "text,label,note,note\ngood,1,a,b\n")  # a column not asked for may repeat
+    assert read_table(path, TEXT_LABEL)["text"].tolist() == ["good"]

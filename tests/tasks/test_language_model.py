@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from harness import call_export, run_task_test, train_tiny
+from harness import call_export, call_signature, run_task_test, train_tiny
 
 from nlptool import config as config_lib
 from nlptool import runs, tasks
@@ -325,7 +325,7 @@ def test_learning_rate_schedule_decays_after_the_start_epoch():
 
 @pytest.mark.parametrize("value", ["0", "1", "1.5"])
 def test_a_back_off_outside_zero_to_one_is_a_config_error(value):
-    with pytest.raises(config_lib.ConfigError, match=r"training.*lr_backoff must be between 0 and 1"):
+    with pytest.raises(config_lib.ConfigError, match=r"training.*lr_backoff must be in \(0, 1\)"):
         lm_config(f"training.lr_backoff={value}")
     assert lm_config("training.lr_backoff=null").training.lr_backoff is None
 
@@ -1152,3 +1152,33 @@ def test_pretraining_validates_on_the_first_words_of_the_validation_texts(tmp_pa
         assert data.validation == expected
         assert data.train == TRAIN[:4]
         assert data.test is None  # no test split is read
+
+
+GENERATE = {"prompt": ["the"], "max_new_tokens": 3, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 0}
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("temperature", float("nan"), "temperature must be >= 0"),
+        ("temperature", -1.0, "temperature must be >= 0"),
+        ("top_p", float("nan"), r"top_p must be in \(0, 1\]"),
+        ("top_p", -1.0, r"top_p must be in \(0, 1\]"),
+        ("top_k", -1, "top_k must be >= 0"),
+        ("max_new_tokens", -1, "max_new_tokens must be >= 1"),
+    ],
+)
+def test_generation_options_out_of_range_are_refused_by_the_export_and_the_api(exported, option, value, message):
+    export = runs.load(exported[0])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        call_signature(export.signatures["generate"], **{**GENERATE, option: value})
+    with pytest.raises(UsageError, match=message):
+        export.predict(["the"], **{option: value})
+
+
+def test_beam_search_with_no_new_tokens_is_refused_by_the_export(exported):
+    beam = runs.load(exported[0]).signatures["beam_search"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_new_tokens must be >= 1"):
+        call_signature(beam, prompt=["the"], max_new_tokens=-1, beam_width=2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="beam_width must be >= 1"):
+        call_signature(beam, prompt=["the"], max_new_tokens=2, beam_width=0)

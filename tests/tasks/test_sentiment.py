@@ -164,14 +164,14 @@ def test_resume_after_interruption_gives_the_uninterrupted_weights(tmp_path, int
 
 @pytest.mark.parametrize("value", [0, 1, 1.5])
 def test_ema_momentum_outside_zero_one_is_a_config_error(value):
-    with pytest.raises(config_lib.ConfigError, match=r"training.*ema_momentum must be between 0 and 1"):
+    with pytest.raises(config_lib.ConfigError, match=r"training.*ema_momentum must be in \(0, 1\)"):
         tiny_config(**{"training.ema_momentum": value})
     assert tiny_config(**{"training.ema_momentum": "null"}).training.ema_momentum is None
 
 
 @pytest.mark.parametrize("value", [0, -1])
 def test_adversarial_epsilon_must_be_positive(value):
-    with pytest.raises(config_lib.ConfigError, match=r"training.*adversarial_epsilon must be positive"):
+    with pytest.raises(config_lib.ConfigError, match=r"training.*adversarial_epsilon must be > 0"):
         tiny_config(**{"training.adversarial_epsilon": value})
 
 

@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from harness import run_task_test, train_tiny
+from harness import call_signature, run_task_test, train_tiny
 
 from nlptool import config as config_lib
 from nlptool import runs
 from nlptool import tasks as task_registry
 from nlptool.data import datasets
+from nlptool.errors import UsageError
 from nlptool.models import pointer_generator
 from nlptool.models.encoder_decoder import AttentionEncoderDecoder
 from nlptool.models.pointer_generator import PointerGenerator, extend_ids, extend_target_ids
@@ -488,3 +489,25 @@ def test_the_recipe_runs_on_a_tiny_setting(tmp_path):
     assert (run / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     history = pd.read_csv(run / "history.csv")
     assert history["coverage_weight"].tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("length_penalty", float("nan"), "length_penalty must be >= 0"),
+        ("coverage_penalty", float("nan"), "coverage_penalty must be >= 0"),
+        ("min_length", 0, "min_length must be >= 1"),
+        ("max_length", 0, "max_length must be >= 1"),
+        ("beam_width", 0, "beam_width must be >= 1"),
+    ],
+)
+def test_decoding_options_out_of_range_are_refused_by_the_export_and_the_api(overfit, option, value, message):
+    export = runs.load(overfit.path.parent / "export")
+    arguments = {
+        "text": TEXTS[:1], "beam_width": 2, "n_best": 1, "length_penalty": 1.0, "coverage_penalty": 0.0,
+        "min_length": 1, "max_length": 6, "block_trigrams": False, option: value,
+    }  # fmt: skip
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        call_signature(export.signatures["beam_search"], **arguments)
+    with pytest.raises(UsageError, match=message):
+        export.predict(TEXTS[:1], **{option: value})

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from harness import call_export, run_task_test, train_tiny
+from harness import call_export, call_signature, run_task_test, train_tiny
 
 from nlptool import config as config_lib
 from nlptool import runs, training
@@ -1214,3 +1214,20 @@ def test_predict_takes_a_list_of_strings(overfit):
         overfit[0].predict(SOURCES[0])
     with pytest.raises(UsageError, match="item 1 is int"):
         overfit[0].predict([SOURCES[0], 3])
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("length_penalty", float("nan"), "length_penalty must be >= 0"),
+        ("length_penalty", -0.5, "length_penalty must be >= 0"),
+        ("beam_width", 0, "beam_width must be >= 1"),
+    ],
+)
+def test_decoding_options_out_of_range_are_refused_by_the_export_and_the_api(exported, option, value, message):
+    export = runs.load(exported)
+    arguments = {"source": SOURCES[:1], "beam_width": 2, "n_best": 1, "length_penalty": 0.6, option: value}
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        call_signature(export.signatures["beam_search"], **arguments)
+    with pytest.raises(UsageError, match=message):
+        export.predict(SOURCES[:1], **{option: value})

@@ -37,6 +37,13 @@ def test_byte_and_char_round_trip_exactly(make):
     assert decode(tokenizer.detokenize(tokenizer(MULTILINGUAL))) == MULTILINGUAL
 
 
+def test_bytes_that_do_not_spell_utf8_decode_with_replacement_characters():
+    """What a byte-level language model can generate: a character cut short, a stray continuation byte."""
+    tokenizer = ByteTokenizer()
+    ids = [[ord("h") + 4, 0xC3 + 4], [0xA9 + 4, ord("a") + 4], [0xF0 + 4, 0x9F + 4, 0x8E + 4]]
+    assert decode(tokenizer.ids_to_text(tf.ragged.constant(ids))) == ["h\ufffd", "\ufffda", "\ufffd"]
+
+
 def test_word_round_trip_gives_normalised_text():
     tokenizer = WordTokenizer().train(MULTILINGUAL)
     got = decode(tokenizer.detokenize(tokenizer(MULTILINGUAL)))
