@@ -117,9 +117,10 @@ def make_dataset(
 
 
 def token_counts(tokenizer, texts, batch_size=4096):
-    """The number of ids `tokenizer` gives each text, as an int array."""
+    """The number of ids `tokenizer` gives each text, as an int array (no
+    batch is padded: one huge text costs its own tokens, not a batch of them)."""
     counts = [
-        tf.math.count_nonzero(tokenizer(tf.constant(texts[start : start + batch_size])), axis=1).numpy()
+        tokenizer.lengths(tf.constant(texts[start : start + batch_size])).numpy().astype(np.int64)
         for start in range(0, len(texts), batch_size)
     ]
     return np.concatenate(counts) if counts else np.zeros(0, np.int64)

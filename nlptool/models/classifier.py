@@ -191,7 +191,7 @@ def token_ids(tokenizer, texts, max_length):
     least one (padding) column, so that a batch of empty texts (or of none)
     reads as each empty text does in any other batch, not as zero time
     steps, which the GRU's loop cannot stack."""
-    ids = tokenizer(texts)[:, :max_length]
+    ids = tokenizer.cut(texts, max_length)
     return tf.pad(ids, [[0, 0], [0, tf.maximum(1 - tf.shape(ids)[1], 0)]])
 
 

@@ -14,10 +14,12 @@ class LanguageModelServing(ServingModule):
     continuation of each prompt, as the tokeniser detokenises it (up to the
     first </s>, which is not text).
 
-    A prompt is tokenised with </s> in front (as every sentence follows one
-    in the training stream); all of it but its last token
-    runs through the GRU stack (masked, so prompts of any length share a
-    batch), and its last token is the first input of the decoding loop.
+    A prompt is tokenised, cut to its last `max_prompt_tokens` tokens (the
+    generation config's; one request's time and memory stay bounded), and
+    given </s> in front (as every sentence follows one in the training
+    stream); all of it but its last token runs through the GRU stack
+    (masked, so prompts of any length share a batch), and its last token is
+    the first input of the decoding loop.
     """
 
     def __init__(self, tokenizer, model, generation):
@@ -28,7 +30,7 @@ class LanguageModelServing(ServingModule):
 
     def prompt_states(self, prompts):
         """(states after all but the last prompt token, the last token) for a batch of prompts."""
-        ids = self.tokenizer(prompts)
+        ids = self.tokenizer.cut(prompts, self.defaults.max_prompt_tokens, keep="last")
         batch = tf.shape(ids)[0]
         # training streams open with </s> and mark every sentence end with it: it is the context of a new text
         ids = tf.concat([tf.fill([batch, 1], END_ID), ids], axis=1)

@@ -1,5 +1,7 @@
 """The serving module of the attention encoder-decoder: source strings in, decoded text out."""
 
+import math
+
 import tensorflow as tf
 
 from nlptool import decoding
@@ -22,7 +24,9 @@ class EncoderDecoderServing(ServingModule):
 
     `score` is the GNMT-normalised log-probability of the hypothesis (plain
     log-probability for greedy). A translation ends at </s> or after
-    max_length_ratio * (source tokens) + max_length_offset tokens.
+    max_length_ratio * (source tokens) + max_length_offset tokens; a source
+    is read up to its first max_source_length tokens (decoding_config), so
+    that one request's time and memory stay bounded.
     """
 
     def __init__(self, source_tokenizer, target_tokenizer, model, decoding_config):
@@ -32,7 +36,7 @@ class EncoderDecoderServing(ServingModule):
         self.defaults = decoding_config
 
     def _encode(self, source, beam_width):
-        ids = self.source_tokenizer(source)
+        ids = self.source_tokenizer.cut(source, self.defaults.max_source_length)
         lengths = tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD_ID), tf.int32), axis=1)
         ids = _append_end(ids)  # </s> ends every source, as in training
         memory, keys, mask, state = self.model.encode(ids)
@@ -70,7 +74,7 @@ class EncoderDecoderServing(ServingModule):
 
     def _text(self, ids):
         shape = tf.shape(ids)
-        flat = tf.reshape(ids, tf.stack([-1, shape[-1]]))
+        flat = tf.reshape(ids, tf.stack([tf.reduce_prod(shape[:-1]), shape[-1]]))  # not -1: 0 rows of 0 columns
         return tf.reshape(self.target_tokenizer.detokenize(flat), shape[:-1])
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="source")])
@@ -111,10 +115,13 @@ class EncoderDecoderServing(ServingModule):
         """Attention weights of the teacher-forced decoder reading `target`
         (a translation of `source`): weights[b, t, j] is how much target
         token t (the t-th of target_pieces, </s> last) attends to source
-        piece j. Pieces are the tokens as text, padded with ""."""
-        source_ids = self.source_tokenizer(source)
-        source_ids = _append_end(source_ids)
-        target_ids = _append_end(self.target_tokenizer(target))
+        piece j. Pieces are the tokens as text, padded with "". Both are cut
+        as decoding cuts them: the source to max_source_length tokens, the
+        target to the longest translation of such a source."""
+        d = self.defaults
+        source_ids = _append_end(self.source_tokenizer.cut(source, d.max_source_length))
+        longest = math.ceil(d.max_length_ratio * d.max_source_length) + d.max_length_offset
+        target_ids = _append_end(self.target_tokenizer.cut(target, longest))
         target_input = tf.concat([tf.fill([tf.shape(target_ids)[0], 1], START_ID), target_ids[:, :-1]], axis=1)
         target_input = tf.where(tf.equal(target_input, END_ID), PAD_ID, target_input)
         _, weights = self.model((source_ids, target_input))

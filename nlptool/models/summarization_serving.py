@@ -59,10 +59,11 @@ class SummarizationServing(ServingModule):
 
     def _summary_ids(self, summary, source, oov_words):
         """Teacher-forcing ids of `summary` for the sources: (target_input, target ids ending in </s>)."""
-        batch = tf.shape(summary)[0]
-        ids = tf.concat([self.tokenizer.tokenize(summary).to_tensor(PAD_ID), tf.zeros([batch, 1], tf.int32)], 1)
+        batch, longest = tf.shape(summary)[0], self.defaults.max_length  # the longest summary decoding writes
+        ids = self.tokenizer.tokenize(summary)[:, :longest]
+        ids = tf.concat([ids.to_tensor(PAD_ID), tf.zeros([batch, 1], tf.int32)], 1)
         if self.copies_words:
-            words = tf.concat([self.tokenizer.split(summary).to_tensor(""), tf.fill([batch, 1], "")], 1)
+            words = tf.concat([self.tokenizer.split(summary)[:, :longest].to_tensor(""), tf.fill([batch, 1], "")], 1)
             source_words = pointer_generator.extended_words(self.tokenizer, source, oov_words)
             ids = pointer_generator.extend_target_ids(
                 words, ids, source_words, source, self.tokenizer.vocabulary_size()
@@ -201,7 +202,9 @@ class SummarizationServing(ServingModule):
         weights[b, t, j], how much summary token t (the t-th of
         summary_pieces, </s> last) attends to text piece j, and p_gen[b, t],
         the probability that token t is generated rather than copied (1
-        without the copy distribution). Pieces are padded with ""."""
+        without the copy distribution). Pieces are padded with "". The text
+        is read as decoding reads it (max_source_length tokens), the summary
+        up to the decoding max_length."""
         source, oov_words = self.source_ids(text)
         target_input, target = self._summary_ids(summary, source, oov_words)
         outputs = self.model.decoder_outputs((source, target_input))

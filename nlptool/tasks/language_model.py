@@ -81,9 +81,13 @@ class GenerationConfig(base.Section):
     top_k: int = 0  # 0: no top-k filter
     top_p: float = 1.0  # 1: no nucleus filter
     stop_at_end: bool = True  # stop a sample at </s> (for line-unit models)
+    # a prompt is read up to its last this many tokens (the context nearest the continuation),
+    # so that no single request takes long
+    max_prompt_tokens: int = 1024
 
     ranges = {
         "max_new_tokens": base.AT_LEAST_ONE,
+        "max_prompt_tokens": base.AT_LEAST_ONE,
         "temperature": base.AT_LEAST_ZERO,  # 0: greedy
         "top_k": base.AT_LEAST_ZERO,
         "top_p": base.FACTOR,

@@ -58,9 +58,13 @@ class DecodingConfig(base.Section):
     # an output has at most max_length_ratio * source tokens + max_length_offset tokens
     max_length_ratio: float = 1.5
     max_length_offset: int = 10
+    # a source is cut to its first this many tokens before it is translated, so that no single
+    # request takes long (training pairs have at most training.max_length tokens)
+    max_source_length: int = 200
 
     ranges = {
         "beam_width": base.AT_LEAST_ONE,
+        "max_source_length": base.AT_LEAST_ONE,
         "length_penalty": base.AT_LEAST_ZERO,
         "max_length_ratio": base.POSITIVE,
         "max_length_offset": base.AT_LEAST_ZERO,

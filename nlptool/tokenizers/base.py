@@ -139,13 +139,37 @@ class Tokenizer(keras.layers.Layer):
             if room < 0:
                 raise ValueError(f"`sequence_length`={length} leaves no room for the start and end tokens.")
             ids = ids[:, :room]  # truncation keeps the first tokens
+        return self._framed(ids, None if length is None else [None, length])
+
+    def _framed(self, ids, shape=None):
+        """Ragged ids with the start and end tokens this tokeniser adds, padded (to `shape`, or the longest row)."""
         rows = tf.shape(ids.row_lengths())[0]
         if self.add_start:
             ids = tf.concat([tf.fill([rows, 1], START_ID), ids], axis=1)
         if self.add_end:
             ids = tf.concat([ids, tf.fill([rows, 1], END_ID)], axis=1)
-        shape = None if length is None else [None, length]
         return ids.to_tensor(default_value=PAD_ID, shape=shape)
+
+    def cut(self, strings, max_tokens, keep="first"):
+        """Ids of `strings` as calling the tokeniser gives them (its start and
+        end tokens, padded to the longest row), with each text's tokens cut
+        to their first (`keep="first"`) or last (`"last"`) `max_tokens`
+        before the batch is padded: one long text then costs no more memory
+        than a text of `max_tokens`. `max_tokens` may be a scalar tensor."""
+        ids = self.tokenize(self._as_batch(strings))
+        if keep == "first":
+            return self._framed(ids[:, :max_tokens])
+        if keep == "last":
+            return self._framed(ids[:, -max_tokens:])
+        raise ValueError(f"Received an invalid value for argument `keep`, expected 'first' or 'last', got {keep!r}.")
+
+    def lengths(self, strings):
+        """(batch,) int32: the ids calling the tokeniser gives each of
+        `strings`, padding excluded, without padding any batch."""
+        lengths = tf.cast(self.tokenize(self._as_batch(strings)).row_lengths(), tf.int32)
+        if self.sequence_length is not None:
+            lengths = tf.minimum(lengths, self.sequence_length - int(self.add_start) - int(self.add_end))
+        return lengths + int(self.add_start) + int(self.add_end)
 
     def detokenize(self, ids):
         """Ids (dense with padding, or ragged) -> (batch,) tf.string.

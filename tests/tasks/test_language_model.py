@@ -1182,3 +1182,14 @@ def test_beam_search_with_no_new_tokens_is_refused_by_the_export(exported):
         call_signature(beam, prompt=["the"], max_new_tokens=-1, beam_width=2)
     with pytest.raises(tf.errors.InvalidArgumentError, match="beam_width must be >= 1"):
         call_signature(beam, prompt=["the"], max_new_tokens=2, beam_width=0)
+
+
+def test_a_prompt_is_read_up_to_its_last_max_prompt_tokens(exported):
+    """A 60,000-word prompt is answered from its last 1,024 tokens (generation.max_prompt_tokens), exactly as
+    if those were the whole prompt, and in one pass of no more memory than that."""
+    export = runs.load(exported[0])
+    tail = ["the"] * 1022 + ["cat", "sat"]
+    long = " ".join(["dog"] * 60_000 + tail)
+    outputs = export.predict([long, " ".join(tail)], max_new_tokens=6, temperature=0.0)
+    assert outputs[0] == outputs[1]
+    assert export.predict([" ".join(["dog"] + tail)], max_new_tokens=6, temperature=0.0)[0] == outputs[1]

@@ -1231,3 +1231,15 @@ def test_decoding_options_out_of_range_are_refused_by_the_export_and_the_api(exp
         call_signature(export.signatures["beam_search"], **arguments)
     with pytest.raises(UsageError, match=message):
         export.predict(SOURCES[:1], **{option: value})
+
+
+def test_a_source_is_read_up_to_its_first_max_source_length_tokens(served):
+    """A 100 kB source is translated from its first 200 tokens (decoding.max_source_length), as that
+    prefix alone would be: no request decodes for longer than 1.5 x 200 + 10 steps."""
+    signatures, module = served
+    long = " ".join([SOURCES[0]] * 20_000)
+    tokenizer = module.source_tokenizer
+    prefix = tokenizer.detokenize(tokenizer.cut([long], 200)).numpy()[0].decode("utf-8")
+    assert tokenizer.lengths([prefix]).numpy().tolist() == [200]
+    texts = signatures["greedy"](source=tf.constant([long, prefix]))["text"].numpy().tolist()
+    assert texts[0] == texts[1]

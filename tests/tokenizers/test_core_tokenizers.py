@@ -155,3 +155,15 @@ def test_training_logs_progress_on_large_inputs(make, monkeypatch, caplog):
     with caplog.at_level("INFO", logger="nlptool.tokenizers"):
         make().train(["a b", "c", "d e", "f", "g"])
     assert [r.getMessage() for r in caplog.records] == ["read 2 texts", "read 4 texts", "read 5 texts in all"]
+
+
+def test_cut_keeps_the_first_or_last_tokens_before_the_batch_is_padded():
+    tokenizer = WordTokenizer().train(["a b c d e f"])
+    texts = ["a b c d e", "f", ""]
+    ids = tokenizer(texts).numpy()
+    assert tokenizer.cut(texts, 2).numpy().tolist() == [ids[0, :2].tolist(), [ids[1, 0], 0], [0, 0]]
+    assert tokenizer.cut(texts, 2, keep="last").numpy().tolist() == [ids[0, 3:5].tolist(), [ids[1, 0], 0], [0, 0]]
+    # lengths are what calling gives, padding excluded, with the start and end tokens a tokeniser adds
+    framed = WordTokenizer(add_start=True, add_end=True, sequence_length=4).train(["a b c d e f"])
+    assert framed.lengths(texts).numpy().tolist() == np.count_nonzero(framed(texts).numpy(), axis=1).tolist()
+    assert framed.lengths(texts).numpy().tolist() == [4, 3, 2]
