@@ -93,39 +93,46 @@ def saved_model_dir(path):
 
 # === one writer at a time ===
 
-LOCK_FILE = ".lock"
-
 
 @contextlib.contextmanager
 def locked(folder, doing):
-    """Hold the lock of `folder` (its file .lock, created with the folder)
-    for the block; `doing` says what for ("training", "exporting"). A
-    second holder anywhere on the machine is refused at once with
-    `FolderBusy`, naming the process that holds it. The lock is the
-    kernel's (flock), so a killed holder never leaves it stale."""
+    """Hold the lock of `folder` (created if missing) for the block; `doing`
+    says what for ("training", "exporting"). A second holder anywhere on
+    the machine is refused at once with `FolderBusy`, naming the process
+    that holds it. The lock is the kernel's (flock on the folder itself),
+    so it puts no file into the folder and a killed holder never leaves it
+    stale."""
     import fcntl
-    import socket
-    import sys
-    import time
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    stream = open(folder / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 (held for the whole block)
+    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
-            fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            stream.seek(0)
-            holder = stream.read().strip() or "another process"
-            raise FolderBusy(f"{folder} is in use: {holder}. Wait for it to finish, or use another folder.") from None
-        stream.seek(0)
-        stream.truncate()
-        command = " ".join(Path(sys.argv[0]).name if i == 0 else arg for i, arg in enumerate(sys.argv))
-        stream.write(
-            f"{doing} since {time.strftime('%Y-%m-%d %H:%M:%S')} by process {os.getpid()} "
-            f"on {socket.gethostname()} ({command})"
-        )
-        stream.flush()
+            raise FolderBusy(
+                f"Cannot start {doing}: {folder} is in use by {_holder(folder)}. "
+                "Wait for it to finish, or use another folder."
+            ) from None
         yield
     finally:
-        stream.close()  # closing releases the lock
+        os.close(handle)  # closing releases the lock
+
+
+def _holder(folder):
+    """The process holding the flock of `folder`, from /proc/locks (Linux), as "process N (command)"."""
+    inode = os.stat(folder).st_ino
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+                pid = fields[4]
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                return f"process {pid} ({_short_command(command.strip())})"
+    return "another process"
+
+
+def _short_command(command):
+    """A command line with its program and script shortened to their names, for messages."""
+    return " ".join(Path(word).name if i < 2 and "/" in word else word for i, word in enumerate(command.split(" ")))

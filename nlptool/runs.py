@@ -20,7 +20,7 @@ from pathlib import Path
 from nlptool import config as config_lib
 from nlptool import tasks as task_registry
 from nlptool.errors import RunError, UsageError
-from nlptool.files import LOCK_FILE, locked, saved_model_dir, write_json
+from nlptool.files import locked, saved_model_dir, write_json
 from nlptool.tasks.base import DataSource, Preprocessing, Splits, Trained, fingerprint
 
 RUN_FILE = "run.json"  # the task, the request (config, data, options) and the nlptool version
@@ -94,13 +94,13 @@ class Run:
             "nlptool_version": _version(),
         }
         _check_folder(path)
-        if path.exists() and _contents(path):
+        if path.exists() and any(path.iterdir()):
             if not (path / RUN_FILE).is_file():
                 raise RunError(
                     f"{path} is not empty and holds no nlptool run; choose a new or empty directory for --run-dir."
                 )
             if overwrite:
-                for entry in _contents(path):  # the lock stays: its holder is this process
+                for entry in path.iterdir():  # the folder itself stays: this process holds its lock
                     if entry.is_dir() and not entry.is_symlink():
                         shutil.rmtree(entry)
                     else:
@@ -252,11 +252,6 @@ class Run:
 def _check_folder(path):
     if path.exists() and not path.is_dir():
         raise RunError(f"{path} is a file, not a run directory.")
-
-
-def _contents(path):
-    """What a run directory holds besides its lock file."""
-    return [entry for entry in path.iterdir() if entry.name != LOCK_FILE]
 
 
 def _needs_tf_text(tokenizer):

@@ -96,6 +96,10 @@ class StopOnNonFinite(keras.callbacks.Callback):
     Keras's TerminateOnNaN stops too, but fit returns as if training had
     finished. Place it first."""
 
+    def __init__(self):
+        super().__init__()
+        self.diverged, self._epoch = None, 0
+
     def on_train_begin(self, logs=None):
         self.diverged, self._epoch = None, 0
 
@@ -148,15 +152,14 @@ class Backup(keras.callbacks.Callback):
                 return json.loads(path.read_text(encoding="utf-8"))["generations"]
             except (ValueError, KeyError, TypeError):
                 self.say(f"{path} is damaged; trying the generations of the backup on disk.")
-        found = sorted(self.folder.glob("epoch-*.weights.h5"), key=lambda p: -int(p.name.split("-")[1].split(".")[0]))
-        return [
-            {
-                "epoch": int(p.name.split("-")[1].split(".")[0]),
-                "weights": p.name,
-                "seeds": p.name[: -len(".weights.h5")] + ".seeds.npz",
-            }
-            for p in found
-        ]
+        epochs = sorted(
+            int(p.name[len("epoch-") : -len(".weights.h5")]) for p in self.folder.glob("epoch-*.weights.h5")
+        )
+        return [self._generation(epoch) for epoch in reversed(epochs)]
+
+    @staticmethod
+    def _generation(epoch):
+        return {"epoch": epoch, "weights": f"epoch-{epoch}.weights.h5", "seeds": f"epoch-{epoch}.seeds.npz"}
 
     def restore(self, model):
         """Load the newest sound generation into `model` (built and
@@ -218,7 +221,7 @@ class Backup(keras.callbacks.Callback):
             self._sound = False  # keep the last good generation, and keep it at the end
             return
         done = epoch + 1
-        generation = {"epoch": done, "weights": f"epoch-{done}.weights.h5", "seeds": f"epoch-{done}.seeds.npz"}
+        generation = self._generation(done)
         with replacing(self.folder / generation["weights"]) as temporary:
             self.model.save_weights(temporary, overwrite=True)
         with replacing(self.folder / generation["seeds"]) as temporary:

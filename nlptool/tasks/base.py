@@ -48,7 +48,7 @@ AT_LEAST_ZERO = Range(0)
 POSITIVE = Range(0, low_open=True)
 RATE = Range(0, 1, high_open=True)  # dropout, label smoothing: [0, 1)
 OPEN_UNIT = Range(0, 1, low_open=True, high_open=True)  # (0, 1)
-FACTOR = Range(0, 1, low_open=True)  # a factor that may keep things as they are: (0, 1]
+PROBABILITY = Range(0, 1, low_open=True)  # (0, 1]
 
 
 class Section:
@@ -118,7 +118,7 @@ class TrainingConfig(Section):
     ranges = {
         "epochs": AT_LEAST_ONE,
         "batch_size": AT_LEAST_ONE,
-        "learning_rate": POSITIVE,
+        "learning_rate": AT_LEAST_ZERO,  # 0: the weights stay as they start (NaN is refused)
         "early_stopping_patience": AT_LEAST_ZERO,
         "clip_norm": POSITIVE,
         "ema_momentum": OPEN_UNIT,

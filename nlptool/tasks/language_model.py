@@ -68,7 +68,7 @@ class TrainingConfig(base.TrainingConfig):
 
     ranges = {
         "window": base.AT_LEAST_ONE,
-        "lr_decay": base.FACTOR,
+        "lr_decay": base.POSITIVE,
         "lr_decay_start": base.AT_LEAST_ZERO,
         "softmax_samples": base.AT_LEAST_ZERO,
     }
@@ -90,7 +90,7 @@ class GenerationConfig(base.Section):
         "max_prompt_tokens": base.AT_LEAST_ONE,
         "temperature": base.AT_LEAST_ZERO,  # 0: greedy
         "top_k": base.AT_LEAST_ZERO,
-        "top_p": base.FACTOR,
+        "top_p": base.PROBABILITY,
     }
 
 

@@ -139,16 +139,16 @@ def decode(
     beam_width = values["beam_width"] if beam_width is None else beam_width
     if greedy and n_best != 1:
         raise UsageError("Greedy decoding gives one output per input; ask for n_best 1 or a beam search.")
-    if rules is not None:
-        try:
-            rules.check(beam_width=beam_width, **options)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
     if not greedy and (beam_width < 1 or not 1 <= n_best <= beam_width):
         raise UsageError(
             f"Need a beam width of at least 1 and 1 <= n_best <= beam width; "
             f"got beam width {beam_width} and n_best {n_best}."
         )
+    if rules is not None:
+        try:
+            rules.check(**options)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     scalars = {
         name: tf.constant(values[name] if value is None else value, defaults[name].dtype)
         for name, value in options.items()

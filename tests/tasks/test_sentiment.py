@@ -129,10 +129,11 @@ def test_training_learns_and_fills_the_run_directory(tmp_path):
 @pytest.mark.parametrize(
     "changes",
     [
-        {"model.dropout": 0.0},
+        # without dropout and with adversarial training the flow is the same as with dropout: in the slow run
+        pytest.param({"model.dropout": 0.0}, marks=pytest.mark.slow),
         {"model.dropout": 0.2},
         {"training.ema_momentum": 0.9},
-        {"training.adversarial_epsilon": 2.0},
+        pytest.param({"training.adversarial_epsilon": 2.0}, marks=pytest.mark.slow),
     ],
     ids=str,
 )
@@ -367,7 +368,9 @@ def test_starting_from_a_sentiment_run_and_a_language_model_at_once_is_refused(t
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("changes", [{}, {"training.adversarial_epsilon": 1.0}], ids=str)
+@pytest.mark.parametrize(
+    "changes", [{}, pytest.param({"training.adversarial_epsilon": 1.0}, marks=pytest.mark.slow)], ids=str
+)
 def test_export_in_a_fresh_process_matches_predict(tmp_path, changes):
     texts = ["great fun", "dull and boring", "an unknown word"]
     # the task contract: training, the config and .keras round trips, the export in a process without

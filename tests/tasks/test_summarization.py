@@ -467,6 +467,7 @@ def test_a_dataset_without_a_download_says_where_to_get_it(tmp_path, monkeypatch
         datasets.load("gigaword", "test")
 
 
+@pytest.mark.slow  # the translation recipe's test runs the same literate flow by default
 def test_the_recipe_runs_on_a_tiny_setting(tmp_path):
     """recipes/summarization.py as a user runs it, on a CSV file with tiny sizes and two epochs."""
     path = tmp_path / "pairs.csv"

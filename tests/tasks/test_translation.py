@@ -1055,6 +1055,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_run(overfit, tmp_path
         train_tiny(TASK, corpus_of(PAIRS), TINY, run)
 
 
+@pytest.mark.slow  # the contract with word tokenisers runs by default; the CLI tests train with SentencePiece
 def test_the_task_contract_with_sentencepiece_tokenizers(tmp_path, interrupted_at_epoch):
     """The default (SentencePiece) tokenisers through tests/harness.py: the
     export runs in a process that has only tensorflow_text besides

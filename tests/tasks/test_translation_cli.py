@@ -307,3 +307,20 @@ def test_the_recipe_runs_on_a_tiny_setting(files, tmp_path):
     # the same command again: a finished run is refused, and left as it was
     again = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert again.returncode != 0 and "finished run" in again.stderr
+
+
+def test_the_command_line_translates_with_a_sentencepiece_export_in_a_fresh_process(cli_export):
+    """As a user runs it: a new `nlptool` process whose SavedModel needs tensorflow_text's ops
+    (SentencePiece), which nothing but the command itself has registered."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sources = [s for s, _ in PAIRS[:2]]
+    script = Path(sys.executable).parent / "nlptool"
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "nlptool.cli"]
+    done = subprocess.run(
+        [*command, "translate", str(cli_export), *sources], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [f"{t}\t{s}" for s, t in PAIRS[:2]]
