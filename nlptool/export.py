@@ -8,7 +8,7 @@ and the session-based loader of TF Serving and `saved_model_cli`), and
 only then moved into place with a rename. So a model server polling the
 folder never sees a half-written version, and an existing version is
 replaced only with `overwrite=True` and kept if the new one fails. One
-export writes into a model folder at a time (it holds the folder's .lock),
+export writes into a model folder at a time (it holds the folder's lock),
 and the next export cleans up what a killed one left.
 """
 
