@@ -139,6 +139,7 @@ class Backup(keras.callbacks.Callback):
     def __init__(self, folder, history=None, say=print):
         super().__init__()
         self.folder, self.history, self.say = Path(folder), history, say
+        self._previous = None  # the generation restored or last written: kept beside the next one
 
     def _seed_states(self, model):
         return [v for v in model.variables if v.path.endswith("seed_generator_state")]
@@ -179,6 +180,7 @@ class Backup(keras.callbacks.Callback):
         for generation in generations:
             problem = self._load(model, generation)
             if problem is None:
+                self._previous = generation
                 if generation is not generations[0]:
                     self.say(f"Resuming from the backup of epoch {generation['epoch']} instead.")
                 return int(generation["epoch"])
@@ -228,7 +230,9 @@ class Backup(keras.callbacks.Callback):
             np.savez(temporary, **{f"state_{i}": np.asarray(v) for i, v in enumerate(self._seed_states(self.model))})
         for key in ("weights", "seeds"):
             generation[f"{key}_sha256"] = sha256(self.folder / generation[key])
-        kept = [generation] + [g for g in self._generations() if g["epoch"] < done][:1]
+        previous = self._previous
+        kept = [generation] + ([previous] if previous is not None and previous["epoch"] < done else [])
+        self._previous = generation
         write_json(self.folder / self.STATE, {"generations": kept})
         names = {g[key] for g in kept for key in ("weights", "seeds")} | {self.STATE}
         for path in self.folder.glob("epoch-*"):
