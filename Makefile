@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export NLPTOOL_DATA_DIR ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint docs package clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python recipes/sentiment.py --config recipes/configs/sentiment_sst2.yaml \
-		--config recipes/configs/sentiment_demo.yaml --run-dir runs/demo --overwrite
+	$(BIN)/python recipes/sentiment.py --config sst2 \
+		--config demo --run-dir runs/demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -29,6 +29,20 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy nlptool
+
+# the generated pages first (benchmark tables from benchmarks/results, the config reference
+# from the config classes), then the site, strict: a broken link or any warning fails it
+docs: $(STAMP)
+	$(BIN)/python benchmarks/render_docs.py
+	$(BIN)/python -m nlptool.config_reference docs/configuration.md
+	$(BIN)/mkdocs build --strict --quiet
+	@echo "site/index.html"
+
+# the wheel and the sdist, into dist/
+package: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
 
 clean:
-	rm -rf $(VENV) build *.egg-info runs
+	rm -rf $(VENV) build dist site *.egg-info runs

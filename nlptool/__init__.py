@@ -13,7 +13,15 @@ Importing the package costs no TensorFlow; it is imported when a model is
 built or loaded.
 """
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what type checkers see of the names imported on first use below
+    from nlptool import layers
+    from nlptool.api import load, train
+    from nlptool.errors import NlptoolError
+    from nlptool.layers import GRU
 
 _LAZY = {
     "GRU": ("nlptool.layers", "GRU"),
@@ -24,7 +32,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
@@ -36,7 +44,7 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(list(globals()) + list(_LAZY))
 
 

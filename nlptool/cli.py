@@ -1,12 +1,13 @@
 """The `nlptool` command line, generic over the task registry.
 
     nlptool train TASK (--dataset NAME | --train-file FILE) [--validation-file F] [--test-file F]
-                       [--config FILE.yaml ...] [--set KEY=VALUE ...] --run-dir DIR [--overwrite] [task options]
+                       [--config NAME|FILE.yaml ...] [--set KEY=VALUE ...] --run-dir DIR [--overwrite] [task options]
     nlptool evaluate RUN_DIR [--dataset NAME [--split S] | --test-file FILE] [task options]
     nlptool export RUN_DIR [OUT] [--version N] [--overwrite]
     nlptool predict RUN_DIR_OR_EXPORT (TEXT ... | --input FILE | -) [task options]
     nlptool generate | translate ...     the task-named spellings of predict
     nlptool serve EXPORT [--port 8501] [--host 127.0.0.1] [limits]   TF Serving's REST API over HTTP
+    nlptool configs [TASK]               the shipped configs (`--config NAME`)
     nlptool datasets                     the registered datasets
     nlptool tokenizer train | encode     train and try a tokeniser on its own
 
@@ -88,7 +89,11 @@ def parse_delimiter_option(text):
 def add_config_arguments(parser):
     group = parser.add_argument_group("configuration")
     group.add_argument(
-        "--config", action="append", default=[], metavar="FILE.yaml", help="YAML config; several merge, the last wins"
+        "--config",
+        action="append",
+        default=[],
+        metavar="NAME|FILE.yaml",
+        help="a shipped config (see `nlptool configs`) or a YAML file; several merge, the last wins",
     )
     group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config value")
     group.add_argument("--epochs", type=int, help="shorthand for --set training.epochs=N")
@@ -140,11 +145,13 @@ def data_source(args, task):
 
 def resolve_config(task, args):
     from nlptool import config as config_lib
+    from nlptool import configs
 
     overrides = list(args.set)
     if args.epochs is not None:
         overrides.append(f"training.epochs={args.epochs}")
-    return task.configure(config_lib.resolve(task.config_class, args.config, overrides), args)
+    files = [configs.find(name, task.name) for name in args.config]
+    return task.configure(config_lib.resolve(task.config_class, files, overrides), args)
 
 
 def command_train(args):
@@ -280,6 +287,13 @@ def command_predict(args):
             if options.json
             else task.format_prediction(text, row)
         )
+
+
+def command_configs(args):
+    from nlptool import configs
+
+    for config in configs.shipped(args.task):
+        print(f"{config.task:15s} {config.name:18s} {config.summary}")
 
 
 def command_datasets(args):
@@ -448,6 +462,15 @@ def build_parser():
         help="how long a call waits for more requests (0: it takes those that arrived while the model was busy)",
     )
     serve.set_defaults(handler=command_serve)
+
+    shipped = commands.add_parser(
+        "configs",
+        help="list the shipped configs (`--config NAME`)",
+        description="List the configs nlptool ships: `nlptool train TASK --config NAME` uses one.",
+        parents=[common],
+    )
+    shipped.add_argument("task", nargs="?", choices=tasks.names(), help="only this task's configs")
+    shipped.set_defaults(handler=command_configs)
 
     datasets = commands.add_parser("datasets", help="list the registered datasets", parents=[common])
     datasets.set_defaults(handler=command_datasets)

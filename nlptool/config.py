@@ -31,13 +31,20 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from nlptool.errors import NlptoolError
 from nlptool.files import write_atomically
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+# a config: an instance of a dataclass
+ConfigT = TypeVar("ConfigT", bound="DataclassInstance")
 
 OVERRIDES_SOURCE = "--set"  # how errors in overrides name their origin
 # floats PyYAML (YAML 1.1) leaves as strings, such as "1e-3": YAML 1.2 float syntax
@@ -49,14 +56,14 @@ class ConfigError(NlptoolError, ValueError):
 
 
 # --- public API ---
-def from_dict(cls, data, where="config"):
+def from_dict(cls: type[ConfigT], data: Mapping[str, Any] | ConfigT, where: str = "config") -> ConfigT:
     """Build the dataclass `cls` from a plain (nested) dict, checking every key
     and value; `where` names the source in error messages."""
     _check_dataclass(cls)
     return _build(cls, data, "", where, complete=True)
 
 
-def to_dict(obj):
+def to_dict(obj: "DataclassInstance") -> dict[str, Any]:
     """The dataclass instance `obj` as plain YAML-safe types (dicts, lists,
     str, int, float, bool, None); tuples become lists. Keys keep field order."""
     if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
@@ -64,7 +71,7 @@ def to_dict(obj):
     return _plain(obj, "")
 
 
-def apply_overrides(data, overrides):
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """A copy of the dict `data` with "dotted.key=value" `overrides` applied in
     order. Values are parsed with `yaml.safe_load`; missing intermediate
     mappings are created. Keys are not checked here but by `from_dict`."""
@@ -107,7 +114,12 @@ def apply_overrides(data, overrides):
     return result
 
 
-def resolve(cls, config_paths=(), overrides=(), base=None):
+def resolve(
+    cls: type[ConfigT],
+    config_paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] = (),
+    overrides: str | Iterable[str] = (),
+    base: ConfigT | None = None,
+) -> ConfigT:
     """The config `cls` from its defaults (or the instance `base`), then the
     YAML files `config_paths` deep-merged left to right, then the `overrides`.
 
@@ -138,13 +150,13 @@ def resolve(cls, config_paths=(), overrides=(), base=None):
     return from_dict(cls, data, where=layers[-1][1])
 
 
-def load_yaml(cls, *paths):
+def load_yaml(cls: type[ConfigT], *paths: str | os.PathLike[str]) -> ConfigT:
     """The config `cls` from its defaults and the YAML files `paths`,
     deep-merged left to right (the rightmost wins)."""
     return resolve(cls, paths)
 
 
-def save_yaml(obj, path):
+def save_yaml(obj: "DataclassInstance", path: str | os.PathLike[str]) -> Path:
     """Write the config `obj` to `path` as YAML, in field order, atomically:
     a temporary file in the same directory replaces `path` only once complete,
     so an interrupted save leaves any previous file intact. Returns the path."""

@@ -4,13 +4,15 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO, Any
 
 from nlptool.errors import FolderBusy
 
 
 @contextlib.contextmanager
-def replacing(path):
+def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path beside `path`, ending like it (`.weights.h5`, `.npz`),
     for a writer that takes a path; when the block ends without error the
     file is synced and replaces `path`, so an interrupted write leaves any
@@ -41,7 +43,7 @@ def replacing(path):
         raise
 
 
-def write_atomically(path, write, binary=False):
+def write_atomically(path: str | os.PathLike[str], write: Callable[[IO[Any]], object], binary: bool = False) -> Path:
     """Create or replace the file `path` with what `write(stream)` writes
     (a UTF-8 text stream, or a byte stream with `binary=True`), whole or
     not at all (see `replacing`). Returns the path."""
@@ -51,7 +53,7 @@ def write_atomically(path, write, binary=False):
     return Path(path)
 
 
-def sha256(path):
+def sha256(path: str | os.PathLike[str]) -> str:
     """The SHA-256 of the file `path`, as hex."""
     import hashlib
 
@@ -62,7 +64,7 @@ def sha256(path):
     return digest.hexdigest()
 
 
-def write_json(path, payload):
+def write_json(path: str | os.PathLike[str], payload: Any) -> Path:
     """Create or replace `path` with `payload` as UTF-8 JSON, atomically."""
     return write_atomically(path, lambda stream: json.dump(payload, stream, ensure_ascii=False, indent=1))
 
@@ -70,7 +72,7 @@ def write_json(path, payload):
 # === the layout of a model server's model folder: BASE/1/, BASE/2/, ... ===
 
 
-def model_versions(base):
+def model_versions(base: str | os.PathLike[str]) -> list[int]:
     """The version numbers of the SavedModels in the model folder `base`
     (its subfolders named by a number, as TF Serving reads them), ascending."""
     base = Path(base)
@@ -81,7 +83,7 @@ def model_versions(base):
     )
 
 
-def saved_model_dir(path):
+def saved_model_dir(path: str | os.PathLike[str]) -> Path | None:
     """The SavedModel that `path` names: `path` itself if it holds one, the
     latest version if it is a model folder, None if neither."""
     path = Path(path)
@@ -95,7 +97,7 @@ def saved_model_dir(path):
 
 
 @contextlib.contextmanager
-def locked(folder, doing):
+def locked(folder: str | os.PathLike[str], doing: str) -> Iterator[None]:
     """Hold the lock of `folder` (created if missing) for the block; `doing`
     says what for ("training", "exporting"). A second holder anywhere on
     the machine is refused at once with `FolderBusy`, naming the process

@@ -14,14 +14,17 @@ a later one.
 
 import contextlib
 import json
+import os
 import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, NoReturn
 
 from nlptool import config as config_lib
 from nlptool import tasks as task_registry
 from nlptool.errors import RunError, UsageError
 from nlptool.files import locked, saved_model_dir, write_json
-from nlptool.tasks.base import DataSource, Preprocessing, Splits, Trained, fingerprint
+from nlptool.tasks.base import DataSource, Preprocessing, Splits, Task, Trained, fingerprint
 
 RUN_FILE = "run.json"  # the task, the request (config, data, options) and the nlptool version
 CONFIG_FILE = "config.yaml"  # the resolved config the run trained with
@@ -31,7 +34,7 @@ METRICS_FILE = "metrics.json"
 EXPORT_INFO = "assets.extra/nlptool.json"  # in an export: its task; TF Serving ignores assets.extra
 
 
-def _version():
+def _version() -> str:
     from nlptool import __version__
 
     return __version__
@@ -53,22 +56,22 @@ def _differences(old, new, prefix=""):
 class Run:
     """A run directory: its task, the config it trained with, and the data it was given."""
 
-    def __init__(self, path, task, request):
+    def __init__(self, path: str | os.PathLike[str], task: Task, request: dict[str, Any]) -> None:
         self.path = Path(path)
         self.task = task
         self._request = request
-        self.source = DataSource.from_dict(request["data"])
-        self._trained = None
-        self._serving = None
-        self.metrics = None  # of the test data, when `train` evaluated on some
+        self.source: DataSource = DataSource.from_dict(request["data"])
+        self._trained: Trained | None = None
+        self._serving: tuple[Any, dict[str, Any]] | None = None  # (tf.Module, signatures) of `predict`
+        self.metrics: dict[str, Any] | None = None  # of the test data, when `train` evaluated on some
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, task={self.task.name!r})"
 
     # --- opening and creating ---
 
     @classmethod
-    def open(cls, path):
+    def open(cls, path: str | os.PathLike[str]) -> "Run":
         """The run in `path`; RunError if `path` holds none."""
         path = Path(path)
         record = path / RUN_FILE
@@ -80,7 +83,15 @@ class Run:
         return cls(path, task_registry.get(request["task"]), request)
 
     @classmethod
-    def create(cls, path, task, config, source, options=None, overwrite=False):
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        task: Task,
+        config: Any,
+        source: DataSource,
+        options: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> tuple["Run", bool]:
         """The run of this request in `path` (new, or the one to resume);
         refuses a directory that holds anything else unless `overwrite`.
         Returns (run, fresh)."""
@@ -129,7 +140,7 @@ class Run:
         return cls(path, task, request), True
 
     @contextlib.contextmanager
-    def _removed_on_early_failure(self, fresh):
+    def _removed_on_early_failure(self, fresh: bool) -> Iterator[None]:
         """A new run that fails before its first backup is removed whole;
         later it is kept, so that the same request resumes it."""
         try:
@@ -142,14 +153,14 @@ class Run:
     # --- what the run holds ---
 
     @property
-    def finished(self):
+    def finished(self) -> bool:
         return (self.path / TRAINING_FILE).is_file()
 
     @property
-    def config(self):
+    def config(self) -> Any:
         return config_lib.resolve(self.task.config_class, [self.path / CONFIG_FILE])
 
-    def load(self):
+    def load(self) -> Trained:
         """The trained model of the run with its best weights (a `Trained`), loaded once."""
         if self._trained is None:
             task = self.task
@@ -174,7 +185,14 @@ class Run:
 
     # --- evaluate, export, predict ---
 
-    def evaluation_source(self, dataset=None, test_file=None, columns=None, delimiter=None, data_dir=None):
+    def evaluation_source(
+        self,
+        dataset: str | None = None,
+        test_file: str | os.PathLike[str] | None = None,
+        columns: Mapping[str, str] | None = None,
+        delimiter: str | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+    ) -> DataSource:
         """The DataSource to evaluate on: the dataset or file given, with the
         run's columns where none are given; by default the run's own test data."""
         recorded = self.source
@@ -195,16 +213,16 @@ class Run:
 
     def evaluate(
         self,
-        data=None,
-        split=None,
+        data: Any = None,
+        split: str | None = None,
         *,
-        dataset=None,
-        test_file=None,
-        columns=None,
-        delimiter=None,
-        data_dir=None,
-        **options,
-    ):
+        dataset: str | None = None,
+        test_file: str | os.PathLike[str] | None = None,
+        columns: Mapping[str, str] | None = None,
+        delimiter: str | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
         """The task's metrics on `data` (in memory, the task's form), or on
         a dataset's `split` or a file; by default the run's own test data.
         Written to RUN_DIR/metrics.json and returned."""
@@ -218,7 +236,9 @@ class Run:
         write_json(self.path / METRICS_FILE, metrics)
         return metrics
 
-    def export(self, out=None, version=None, overwrite=False):
+    def export(
+        self, out: str | os.PathLike[str] | None = None, version: int | None = None, overwrite: bool = False
+    ) -> Path:
         """Write the run's string-in SavedModel as version `version` (default:
         the next) of the model folder `out` (default RUN_DIR/export),
         atomically; returns the version's folder, e.g. RUN_DIR/export/1."""
@@ -241,7 +261,7 @@ class Run:
             module, out, signatures=signatures, version=version, overwrite=overwrite, extra={EXPORT_INFO: info}
         )
 
-    def predict(self, texts, **options):
+    def predict(self, texts: Iterable[str], **options: Any) -> list[dict[str, Any]]:
         """One dict per text (labels, generated text, translations, by task), with the task's options."""
         texts = _text_list(texts)
         if self._serving is None:
@@ -258,7 +278,7 @@ def _needs_tf_text(tokenizer):
     return type(tokenizer).__name__ in ("SentencePieceTokenizer", "WordPieceTokenizer")
 
 
-def _text_list(texts):
+def _text_list(texts: Iterable[str]) -> list[str]:
     if isinstance(texts, str):
         raise UsageError("Pass a list of texts, not a single string: predict([text]).")
     texts = list(texts)
@@ -274,12 +294,13 @@ class Exported:
     model folder of numbered versions (then the highest, as TF Serving
     chooses)."""
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         import tensorflow as tf
 
-        self.path = saved_model_dir(path)
-        if self.path is None:
+        found = saved_model_dir(path)
+        if found is None:
             raise RunError(f"{path} holds no SavedModel (no saved_model.pb, no numbered version folder with one).")
+        self.path = found
         info_path = self.path / EXPORT_INFO
         info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
         if info.get("tensorflow_text", not info):
@@ -288,12 +309,12 @@ class Exported:
                 import tensorflow_text  # noqa: F401
         self._module = tf.saved_model.load(str(self.path))
         self.signatures = self._module.signatures
-        self.task = task_registry.get(info["task"]) if "task" in info else self._infer_task()
+        self.task: Task = task_registry.get(info["task"]) if "task" in info else self._infer_task()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Exported({str(self.path)!r}, task={self.task.name!r})"
 
-    def _infer_task(self):
+    def _infer_task(self) -> Task:
         """The task of an export written without assets.extra/nlptool.json: the one whose signatures it has."""
         for name in task_registry.names():
             task = task_registry.get(name)
@@ -305,29 +326,30 @@ class Exported:
             f"{self.path} is a SavedModel, but not one nlptool exported (its signatures: {sorted(self.signatures)})."
         )
 
-    def predict(self, texts, **options):
+    def predict(self, texts: Iterable[str], **options: Any) -> list[dict[str, Any]]:
+        """One dict per text, as the run's `predict` gives them."""
         return self.task.predict(self.signatures, _text_list(texts), **options)
 
-    def evaluate(self, *args, **kwargs):
+    def evaluate(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise RunError(f"{self.path} is an export; evaluate the run directory it was exported from.")
 
-    def export(self, *args, **kwargs):
+    def export(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise RunError(f"{self.path} is an export already; export the run directory it came from.")
 
 
-def task_of(path):
+def task_of(path: str | os.PathLike[str]) -> tuple[Task, str]:
     """(the Task, "run" or "export") of what `path` holds, read from its
     record without loading a model; RunError if it holds neither."""
     path = Path(path)
-    if not (path / RUN_FILE).is_file() and saved_model_dir(path) is not None:
-        info_path = saved_model_dir(path) / EXPORT_INFO
+    if not (path / RUN_FILE).is_file() and (found := saved_model_dir(path)) is not None:
+        info_path = found / EXPORT_INFO
         if not info_path.is_file():  # an export written before the record existed: the model tells
             return Exported(path).task, "export"
         return task_registry.get(json.loads(info_path.read_text(encoding="utf-8"))["task"]), "export"
     return Run.open(path).task, "run"
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> "Run | Exported":
     """A run directory (`Run`) or an export (`Exported`: a SavedModel, or a
     model folder whose highest version is one) at `path`."""
     path = Path(path)
@@ -343,7 +365,17 @@ def load(path):
     )
 
 
-def train(task, config, data, run_dir, *, options=None, overwrite=False, verbose=2, say=print):
+def train(
+    task: str | Task,
+    config: Any,
+    data: DataSource | Splits,
+    run_dir: str | os.PathLike[str],
+    *,
+    options: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    verbose: int = 2,
+    say: Callable[..., object] = print,
+) -> Run:
     """Train `task` (a name or a Task) with `config` on `data` (a
     DataSource, or Splits in memory) into `run_dir`; evaluate on the test
     data if there are any. Returns the Run.

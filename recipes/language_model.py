@@ -3,10 +3,10 @@
 
 A corpus in, perplexity and a SavedModel that continues raw prompts out:
 
-    python recipes/language_model.py                                # PTB, recipes/configs/language_model_ptb.yaml
+    python recipes/language_model.py                                # PTB (the shipped config ptb)
     python recipes/language_model.py --dataset tiny_shakespeare     # characters
     python recipes/language_model.py --dataset wikitext2
-    python recipes/language_model.py --train-file my_corpus.txt --config recipes/configs/language_model_ptb.yaml
+    python recipes/language_model.py --train-file my_corpus.txt --config ptb
 
 This script and `nlptool train language-model` run the same flow (the task
 `nlptool.tasks.get("language-model")` through `nlptool.runs`: `runs.train`,
@@ -20,16 +20,15 @@ import argparse
 from pathlib import Path
 
 from nlptool import config as config_lib
-from nlptool import runs, tasks
+from nlptool import configs, runs, tasks
 from nlptool.tasks.base import DataSource
 
-HERE = Path(__file__).resolve().parent
 parser = argparse.ArgumentParser(description="Train, evaluate and export a GRU language model.")
 parser.add_argument("--dataset", default="ptb", help="ptb, wikitext2 or tiny_shakespeare, unless --train-file is given")
 parser.add_argument(
     "--train-file", "--text-file", help="your corpus, one line a row (.txt); its last 5 %% of lines validate"
 )
-parser.add_argument("--config", action="append", help="YAML configs; several merge, the last wins")
+parser.add_argument("--config", action="append", help="shipped configs by name, or YAML files; several merge")
 parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
 parser.add_argument("--max-train-lines", type=int, metavar="N", help="train on the first N lines only (a quick trial)")
 parser.add_argument("--run-dir", help="default: runs/language_model_<dataset>")
@@ -47,7 +46,7 @@ one token stream: "line" ends every line with </s> (PTB, WikiText-2),
 """
 
 task = tasks.get("language-model")
-config_files = args.config or [HERE / "configs" / f"language_model_{args.dataset}.yaml"]
+config_files = [configs.find(choice, task.name) for choice in args.config or [args.dataset]]
 config = config_lib.resolve(task.config_class, config_files, args.set)
 run_dir = Path(args.run_dir or f"runs/language_model_{Path(args.train_file).stem if args.train_file else args.dataset}")
 

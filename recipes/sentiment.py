@@ -3,10 +3,10 @@
 
 Raw sentences in, a SavedModel that answers raw strings out:
 
-    python recipes/sentiment.py                                   # SST-2, recipes/configs/sentiment_sst2.yaml
-    python recipes/sentiment.py --dataset imdb --config recipes/configs/sentiment_imdb.yaml
+    python recipes/sentiment.py                                   # SST-2 (the shipped config sst2)
+    python recipes/sentiment.py --dataset imdb --config imdb
     python recipes/sentiment.py --csv reviews.csv --text-column review --label-column stars
-    python recipes/sentiment.py --dataset imdb --pretrain recipes/configs/language_model_imdb.yaml
+    python recipes/sentiment.py --dataset imdb --pretrain imdb
 
 This script and `nlptool train sentiment` run the same flow (the task
 `nlptool.tasks.get("sentiment")` through `nlptool.runs`: `runs.train`,
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from nlptool import config as config_lib
-from nlptool import runs, tasks
+from nlptool import configs, runs, tasks
 from nlptool.data import DatasetError
 from nlptool.tasks.base import DataSource
 from nlptool.tasks.language_model import LanguageModelConfig
@@ -34,7 +34,7 @@ parser.add_argument("--dataset", default="sst2", help="registered dataset (imdb,
 parser.add_argument("--csv", help="your CSV (or TSV, JSON Lines) instead of a registered dataset")
 parser.add_argument("--text-column", default="text")
 parser.add_argument("--label-column", default="label")
-parser.add_argument("--config", action="append", help="YAML configs; several merge, the last wins")
+parser.add_argument("--config", action="append", help="shipped configs by name, or YAML files; several merge")
 parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
 parser.add_argument("--max-train-examples", type=int, help="train on the first N examples only")
 parser.add_argument("--run-dir", help="default: runs/sentiment_<dataset>")
@@ -52,7 +52,7 @@ The resolved configuration is written to RUN_DIR/config.yaml.
 """
 
 task = tasks.get("sentiment")
-config_files = args.config or [HERE / "configs" / f"sentiment_{args.dataset}.yaml"]
+config_files = [configs.find(choice, task.name) for choice in args.config or [args.dataset]]
 config = config_lib.resolve(task.config_class, config_files, args.set)
 run_dir = Path(args.run_dir or f"runs/sentiment_{Path(args.csv).stem if args.csv else args.dataset}")
 
@@ -101,7 +101,7 @@ goes to RUN_DIR_language_model.
 start = time.perf_counter()
 options = {}
 if args.pretrain:
-    lm_config = config_lib.resolve(LanguageModelConfig, [args.pretrain])
+    lm_config = config_lib.resolve(LanguageModelConfig, [configs.find(args.pretrain, "language-model")])
     language_model = run_dir.with_name(run_dir.name + "_language_model")
     pretrain_language_model(
         lm_config, splits, language_model, args.pretrain_words, also=args.pretrain_also, overwrite=args.overwrite

@@ -6,7 +6,7 @@
     python recipes/summarization.py                              # Gigaword headlines
     python recipes/summarization.py --dataset bbc_news_summary   # BBC News articles
     python recipes/summarization.py --train-file pairs.csv --text-column article --summary-column summary \
-        --config recipes/configs/summarization_gigaword.yaml
+        --config gigaword
 
 This script and `nlptool train summarization` run the same flow (the task
 `nlptool.tasks.get("summarization")` through `nlptool.runs`: `runs.train`,
@@ -22,19 +22,20 @@ import argparse
 from pathlib import Path
 
 from nlptool import config as config_lib
-from nlptool import runs, tasks
+from nlptool import configs, runs, tasks
 from nlptool.tasks.base import DataSource
 
-HERE = Path(__file__).resolve().parent
 parser = argparse.ArgumentParser(description="Train, evaluate and export a GRU summarisation model.")
-parser.add_argument("--dataset", default="gigaword", help="gigaword or bbc_news_summary, unless --train-file is given")
+parser.add_argument(
+    "--dataset", default="gigaword", help="gigaword or bbc_news_summary (its config also serves --train-file)"
+)
 parser.add_argument(
     "--train-file", help="your training pairs (CSV, TSV or JSON Lines); 5 %% of them are held out for validation"
 )
 parser.add_argument("--test-file", help="with --train-file: pairs to evaluate on")
 parser.add_argument("--text-column", default="text", help="with --train-file: the column of the texts")
 parser.add_argument("--summary-column", default="summary", help="with --train-file: the column of their summaries")
-parser.add_argument("--config", action="append", help="YAML configs; several merge, the last wins")
+parser.add_argument("--config", action="append", help="shipped configs by name, or YAML files; several merge")
 parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
 parser.add_argument("--max-train-pairs", type=int, metavar="N", help="train on the first N pairs only (a quick trial)")
 parser.add_argument("--run-dir", help="default: runs/summarization_<dataset>")
@@ -55,9 +56,7 @@ baseline of the evaluation.
 
 task = tasks.get("summarization")
 name = Path(args.train_file).stem if args.train_file else args.dataset
-config_files = args.config or [HERE / "configs" / f"summarization_{args.dataset}.yaml"]
-if args.train_file and not args.config:
-    config_files = [HERE / "configs" / "summarization_gigaword.yaml"]
+config_files = [configs.find(choice, task.name) for choice in args.config or [args.dataset]]
 config = config_lib.resolve(task.config_class, config_files, args.set)
 run_dir = Path(args.run_dir or f"runs/summarization_{name}")
 

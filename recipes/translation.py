@@ -3,10 +3,10 @@
 
 Sentence pairs in, sacreBLEU and a SavedModel that translates raw strings out:
 
-    python recipes/translation.py                       # Multi30k de -> en (configs/translation_multi30k.yaml)
+    python recipes/translation.py                       # Multi30k de -> en (the shipped config multi30k)
     python recipes/translation.py --dataset spa_eng     # Spanish -> English (Tatoeba)
     python recipes/translation.py --train-file pairs.csv --source-column de --target-column en \
-        --config recipes/configs/translation_multi30k.yaml
+        --config multi30k
 
 This script and `nlptool train translation` run the same flow (the task
 `nlptool.tasks.get("translation")` through `nlptool.runs`: `runs.train`,
@@ -21,10 +21,9 @@ import argparse
 from pathlib import Path
 
 from nlptool import config as config_lib
-from nlptool import runs, tasks
+from nlptool import configs, runs, tasks
 from nlptool.tasks.base import DataSource
 
-HERE = Path(__file__).resolve().parent
 parser = argparse.ArgumentParser(description="Train, evaluate and export a GRU translation model.")
 parser.add_argument("--dataset", default="multi30k", help="multi30k or spa_eng, unless --train-file is given")
 parser.add_argument(
@@ -34,7 +33,7 @@ parser.add_argument(
 )
 parser.add_argument("--source-column", default="source", help="with --train-file: the column of source sentences")
 parser.add_argument("--target-column", default="target", help="with --train-file: the column of their translations")
-parser.add_argument("--config", action="append", help="YAML configs; several merge, the last wins")
+parser.add_argument("--config", action="append", help="shipped configs by name, or YAML files; several merge")
 parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
 parser.add_argument("--max-train-pairs", type=int, metavar="N", help="train on the first N pairs only (a quick trial)")
 parser.add_argument("--run-dir", help="default: runs/translation_<dataset>")
@@ -53,7 +52,7 @@ decoding settings of the export.
 """
 
 task = tasks.get("translation")
-config_files = args.config or [HERE / "configs" / f"translation_{args.dataset}.yaml"]
+config_files = [configs.find(choice, task.name) for choice in args.config or [args.dataset]]
 config = config_lib.resolve(task.config_class, config_files, args.set)
 run_dir = Path(args.run_dir or f"runs/translation_{Path(args.train_file).stem if args.train_file else args.dataset}")
 

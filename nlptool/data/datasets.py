@@ -49,9 +49,10 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -122,25 +123,25 @@ class Dataset:
     obtain: str = ""
 
     @property
-    def splits(self):
+    def splits(self) -> tuple[str, ...]:
         return tuple(self.files)
 
     @property
-    def required_files(self):
+    def required_files(self) -> tuple[str, ...]:
         """Every file a data directory must hold for this dataset, once each."""
         return tuple(dict.fromkeys([*self.files.values(), *self.companions]))
 
     @property
-    def sources(self):
+    def sources(self) -> list[Source]:
         if self.source is None:
             return []
         return list(self.source.values()) if isinstance(self.source, dict) else [self.source]
 
 
-REGISTRY = {}
+REGISTRY: dict[str, Dataset] = {}
 
 
-def register(dataset):
+def register(dataset: Dataset) -> Dataset:
     """Add `dataset` to the registry (a name may be registered once)."""
     if dataset.name in REGISTRY:
         raise ValueError(f"A dataset named {dataset.name!r} is already registered.")
@@ -154,21 +155,21 @@ def register(dataset):
     return dataset
 
 
-def get(name):
+def get(name: str) -> Dataset:
     try:
         return REGISTRY[name]
     except KeyError:
         raise DatasetError(f"Unknown dataset {name!r}; registered datasets: {sorted(REGISTRY)}.") from None
 
 
-def cache_dir():
+def cache_dir() -> Path:
     if os.environ.get("NLPTOOL_CACHE_DIR"):
         return Path(os.environ["NLPTOOL_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "nlptool"
 
 
-def search_dirs(data_dir=None):
+def search_dirs(data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     """The directories looked in, in order (see the module docstring)."""
     dirs = []
     if data_dir is not None:
@@ -179,7 +180,7 @@ def search_dirs(data_dir=None):
     return dirs
 
 
-def locate(name, data_dir=None, download=True):
+def locate(name: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> Path:
     """The folder holding every file of dataset `name`, downloading it into
     the cache when no search directory has it (and `download` is True)."""
     dataset = get(name)
@@ -199,7 +200,7 @@ def locate(name, data_dir=None, download=True):
     return fetch(dataset, cache_dir())
 
 
-def load(name, split, data_dir=None, download=True):
+def load(name: str, split: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> pd.DataFrame:
     """The examples of `split` as a DataFrame with the dataset's columns
     (text and label; text alone for language-modelling corpora; one column
     per language for translation)."""
@@ -221,12 +222,12 @@ def load(name, split, data_dir=None, download=True):
 # --------------------------------------------------------------------------
 
 
-def fetch(dataset, cache):
+def fetch(dataset: Dataset, cache: Path) -> Path:
     """Download, verify and prepare `dataset` under `cache`; return its folder."""
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / dataset.name
-    with tempfile.TemporaryDirectory(dir=cache, prefix=f".{dataset.name}-") as work:
-        work = Path(work)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=f".{dataset.name}-") as work_dir:
+        work = Path(work_dir)
         staged = work / dataset.name
         staged.mkdir()
         if isinstance(dataset.source, dict):
@@ -237,9 +238,10 @@ def fetch(dataset, cache):
                 print(f"Downloading {dataset.name}/{relative} from {source.url}")
                 download(source, downloaded / relative)
         else:
+            archive_source = cast(Source, dataset.source)  # not None: `locate` fetches only datasets with a download
             archive = work / "archive"
-            print(f"Downloading {dataset.name} from {dataset.source.url}")
-            download(dataset.source, archive)
+            print(f"Downloading {dataset.name} from {archive_source.url}")
+            download(archive_source, archive)
             downloaded = work / "extracted"
             extract(archive, downloaded)
         if dataset.prepare is not None:
@@ -254,7 +256,7 @@ def fetch(dataset, cache):
     return target
 
 
-def sha256_of(path):
+def sha256_of(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         while chunk := stream.read(CHUNK):
@@ -262,7 +264,7 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
-def verify_files(dataset, folder):
+def verify_files(dataset: Dataset, folder: Path) -> None:
     """Check the prepared files in `folder` against `dataset.file_sha256`."""
     for relative, expected in dataset.file_sha256.items():
         got = sha256_of(folder / relative)
@@ -273,7 +275,7 @@ def verify_files(dataset, folder):
             )
 
 
-def download(source, path):
+def download(source: Source, path: Path) -> None:
     """Stream `source.url` to `path`, checking its size and SHA-256 where
     recorded (a source without a SHA-256 is checked after preparing)."""
     digest, size = hashlib.sha256(), 0
@@ -305,7 +307,7 @@ def _safe_target(root, member_name):
     return target
 
 
-def extract(archive, target):
+def extract(archive: Path, target: Path) -> None:
     """Extract a .tar.gz or .zip archive into `target`, refusing members
     that would land outside it, links and device files."""
     target.mkdir(parents=True)
@@ -368,7 +370,7 @@ _JOINED_NEGATION = {"ca": "can't", "wo": "won't", "sha": "shan't"}
 _SPLIT_CLITIC = re.compile(r"(\w) (n't|'s|'re|'ve|'ll|'d|'m)\b")
 
 
-def untokenize_ptb(text):
+def untokenize_ptb(text: str) -> str:
     """Penn-Treebank-tokenised text (GLUE's SST-2) with its contractions
     joined again and its quotes made plain: "it 's ``fun'' , is n't it"
     -> 'it's "fun" , isn't it'. A model serves raw text ("isn't"), which
@@ -412,7 +414,7 @@ class _Haystack:
         return any(needle in self.texts[i] for i in self.holding.get(rarest, ()))
 
 
-def treebank_sentences(texts):
+def treebank_sentences(texts: Iterable[str]) -> set[str]:
     """The texts that are whole sentences, not phrases of another text: in
     a treebank's phrase-level training set (SST-2), every phrase is a part
     of a sentence that is itself a row."""
@@ -425,7 +427,7 @@ def treebank_sentences(texts):
     return sentences
 
 
-def sst2_hold_out(frame, fraction, seed):
+def sst2_hold_out(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, validation) of SST-2's training split, held out by sentence.
 
     SST-2's training rows are the sentences of the treebank's training
@@ -635,7 +637,9 @@ SPA_ENG_SPLIT = {"train": 0.90, "valid": 0.05, "test": 0.05}  # shares of Englis
 SPA_ENG_SEED = 1234
 
 
-def group_split(keys, seed=SPA_ENG_SEED, shares=SPA_ENG_SPLIT):
+def group_split(
+    keys: Iterable[str], seed: int = SPA_ENG_SEED, shares: Mapping[str, float] = SPA_ENG_SPLIT
+) -> np.ndarray:
     """The split name of each row, given each row's group key (see SPA_ENG_SPLIT)."""
     codes, groups = pd.factorize(pd.Series(keys, dtype=object))  # numbered by first appearance
     order = np.random.default_rng(seed).permutation(len(groups))
@@ -741,7 +745,7 @@ def _read_gigaword_files(folder, name):
     return _read_aligned({"text": folder / f"{name}.article.txt", "summary": folder / f"{name}.title.txt"})
 
 
-def gigaword_pool(folder):
+def gigaword_pool(folder: Path) -> pd.DataFrame:
     """The pairs of both validation pools, without duplicates or test articles (see GIGAWORD_POOLS)."""
     pool = pd.concat([_read_gigaword_files(folder, name) for name in GIGAWORD_POOLS], ignore_index=True)
     pool = pool.drop_duplicates(ignore_index=True)

@@ -12,11 +12,13 @@ is the first line) and the column. Nothing here writes files, so a failure
 never leaves a half-made run directory.
 """
 
+import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
 
-from nlptool.data.formats import JSON_LINES, SHOW_ROWS, decode, open_table, parse_csv, parse_json_lines
+from nlptool.data.formats import JSON_LINES, SHOW_ROWS, TableSource, decode, open_table, parse_csv, parse_json_lines
 from nlptool.errors import DataError
 
 
@@ -26,7 +28,14 @@ def _what(argument):
     return "value" if what == "column" else what  # "empty column in column 'x'" would read oddly
 
 
-def read_table_with_source(path, columns, delimiter=None, *, integer_columns=(), allow_empty=False):
+def read_table_with_source(
+    path: str | os.PathLike[str],
+    columns: Mapping[str, str],
+    delimiter: str | None = None,
+    *,
+    integer_columns: Iterable[str] = (),
+    allow_empty: bool = False,
+) -> tuple[pd.DataFrame, TableSource]:
     """`read_table`, also returning the file's `TableSource`, which names data
     rows with their lines in later messages (e.g. about unknown labels)."""
     names = list(columns.values())
@@ -69,7 +78,14 @@ def read_table_with_source(path, columns, delimiter=None, *, integer_columns=(),
     return pd.DataFrame(result), source
 
 
-def read_table(path, columns, delimiter=None, *, integer_columns=(), allow_empty=False):
+def read_table(
+    path: str | os.PathLike[str],
+    columns: Mapping[str, str],
+    delimiter: str | None = None,
+    *,
+    integer_columns: Iterable[str] = (),
+    allow_empty: bool = False,
+) -> pd.DataFrame:
     """Read the named columns of one of the user's table files.
 
     Args:
@@ -100,7 +116,9 @@ def read_table(path, columns, delimiter=None, *, integer_columns=(), allow_empty
     return read_table_with_source(path, columns, delimiter, integer_columns=integer_columns, allow_empty=allow_empty)[0]
 
 
-def read_lines(path, column=None, delimiter=None, name="column"):
+def read_lines(
+    path: str | os.PathLike[str], column: str | None = None, delimiter: str | None = None, name: str = "column"
+) -> list[str]:
     """The texts of a file: its lines, or the values of one column of a table file.
 
     Args:
@@ -142,7 +160,13 @@ def read_lines(path, column=None, delimiter=None, name="column"):
     return lines
 
 
-def read_parallel(path, source_column, target_column, delimiter=None, names=None):
+def read_parallel(
+    path: str | os.PathLike[str],
+    source_column: str,
+    target_column: str,
+    delimiter: str | None = None,
+    names: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """Read sentence pairs from a table file.
 
     Args:
@@ -165,7 +189,7 @@ def read_parallel(path, source_column, target_column, delimiter=None, names=None
     return pd.DataFrame({"source": frame[source_column].tolist(), "target": frame[target_column].tolist()})
 
 
-def argument_names(names, roles):
+def argument_names(names: Mapping[str, str] | None, roles: Iterable[str]) -> dict[str, str]:
     """role -> the argument name messages use: `names` over the default f"{role}_column"."""
     names = dict(names or {})
     unknown = sorted(set(names) - set(roles))

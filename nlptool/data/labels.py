@@ -7,21 +7,26 @@ integers. `read_labeled` reads one CSV, TSV or JSON Lines file (see
 checks a validation or test file's labels against the training labels.
 """
 
+import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from nlptool.data.files import argument_names, read_table_with_source
+from nlptool.data.formats import TableSource
 from nlptool.errors import DataError
 
 TEXT, LABEL = "text", "label"
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
-def parse_labels(values):
+def parse_labels(values: Iterable[str]) -> list[int] | list[str]:
     """Labels read as strings: integers if every label is written as one, else stripped strings."""
     stripped = [value.strip() for value in values]
     # "01" is not written as an integer, so 1 and "01" never collapse into one class
@@ -30,7 +35,15 @@ def parse_labels(values):
     return stripped
 
 
-def read_labeled_with_source(path, text_column, label_column, delimiter=None, *, min_classes=2, names=None):
+def read_labeled_with_source(
+    path: str | os.PathLike[str],
+    text_column: str,
+    label_column: str,
+    delimiter: str | None = None,
+    *,
+    min_classes: int = 2,
+    names: Mapping[str, str] | None = None,
+) -> tuple[pd.DataFrame, TableSource]:
     """`read_labeled`, also returning the file's `TableSource` for later messages."""
     names = argument_names(names, (TEXT, LABEL))
     if isinstance(text_column, str) and text_column == label_column:
@@ -51,7 +64,15 @@ def read_labeled_with_source(path, text_column, label_column, delimiter=None, *,
     return result, source
 
 
-def read_labeled(path, text_column, label_column, delimiter=None, *, min_classes=2, names=None):
+def read_labeled(
+    path: str | os.PathLike[str],
+    text_column: str,
+    label_column: str,
+    delimiter: str | None = None,
+    *,
+    min_classes: int = 2,
+    names: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """Read one labelled file into a frame with the columns "text" and "label".
 
     Args:
@@ -109,32 +130,32 @@ class LabelMap:
     labels: tuple
 
     @classmethod
-    def from_labels(cls, values):
+    def from_labels(cls, values: Iterable[int | str]) -> "LabelMap":
         """The map of the distinct labels in `values` (any iterable of ints or of strings)."""
         values = list(values)
         if not values:
             raise DataError("Cannot build a label map from no labels.")
         kind = _label_kind(values)
-        distinct = {int(v) if kind == "int" else v for v in values}
+        distinct: set[Any] = {int(v) if kind == "int" else v for v in values}  # all ints or all strs: sortable
         return cls(tuple(sorted(distinct)))
 
     @cached_property
-    def _ids(self):
+    def _ids(self) -> dict[int | str, int]:
         return {label: i for i, label in enumerate(self.labels)}
 
     @property
-    def is_int(self):
+    def is_int(self) -> bool:
         return _label_kind(self.labels) == "int"
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.labels)
 
     @property
-    def names(self):
+    def names(self) -> list[str]:
         """The class names, str of each label, in id order."""
         return [str(label) for label in self.labels]
 
-    def encode(self, values):
+    def encode(self, values: Iterable[int | str]) -> npt.NDArray[np.int32]:
         """Ids (int32 array) of the labels `values`; DataError for a label not in the map."""
         is_int = self.is_int
         ids = []
@@ -147,7 +168,7 @@ class LabelMap:
             ids.append(self._ids[key])
         return np.asarray(ids, dtype=np.int32)
 
-    def decode(self, ids):
+    def decode(self, ids: npt.ArrayLike) -> list[int | str]:
         """The labels of the ids `ids`, as a list."""
         labels = []
         for i in np.asarray(ids).reshape(-1).tolist():
@@ -158,12 +179,12 @@ class LabelMap:
             labels.append(self.labels[i])
         return labels
 
-    def to_config(self):
+    def to_config(self) -> dict[str, Any]:
         """A JSON-serialisable dict; `from_config` restores the map, ints as ints."""
         return {"labels": list(self.labels), "kind": "int" if self.is_int else "str"}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> "LabelMap":
         kind = config.get("kind", "str")
         if kind not in ("int", "str"):
             raise ValueError(f"Received an invalid value for config key `kind`, expected 'int' or 'str', got {kind!r}.")
@@ -171,7 +192,9 @@ class LabelMap:
         return cls(tuple(convert(label) for label in config["labels"]))
 
 
-def check_labels_known(frame, source, label_column, label_map):
+def check_labels_known(
+    frame: pd.DataFrame, source: TableSource, label_column: str, label_map: LabelMap
+) -> pd.DataFrame:
     """`frame` (read from `source`) with its labels of the training labels' kind.
 
     Args:

@@ -8,6 +8,8 @@ stratified validation split of the training file) into a `LabeledData`.
 """
 
 import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +26,9 @@ def _check_fraction(fraction):
         )
 
 
-def stratified_split(frame, fraction, seed, *, source=None):
+def stratified_split(
+    frame: pd.DataFrame, fraction: float, seed: int, *, source: str | os.PathLike[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out `fraction` of `frame`'s rows with every class in the same proportion.
 
     Args:
@@ -67,7 +71,9 @@ def stratified_split(frame, fraction, seed, *, source=None):
     return train, rest
 
 
-def random_split(frame, fraction, seed, source=None):
+def random_split(
+    frame: pd.DataFrame, fraction: float, seed: int, source: str | os.PathLike[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out a random `fraction` of `frame`'s rows, e.g. sentence pairs.
 
     The held-out rows are the first max(1, round(len(frame) * fraction))
@@ -121,16 +127,16 @@ class LabeledData:
 
 
 def load_labeled_data(
-    train_path,
-    text_column,
-    label_column,
-    validation_path=None,
-    test_path=None,
-    validation_fraction=0.1,
-    seed=1234,
-    delimiter=None,
-    names=None,
-):
+    train_path: str | os.PathLike[str],
+    text_column: str,
+    label_column: str,
+    validation_path: str | os.PathLike[str] | None = None,
+    test_path: str | os.PathLike[str] | None = None,
+    validation_fraction: float = 0.1,
+    seed: int = 1234,
+    delimiter: str | None = None,
+    names: Mapping[str, str] | None = None,
+) -> LabeledData:
     """Read the training data and its validation (and test) data.
 
     Args:

@@ -1,5 +1,8 @@
 """`nlptool.layers.BahdanauAttention`: additive attention for encoder-decoder models."""
 
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
 import keras
 import tensorflow as tf
 
@@ -9,6 +12,9 @@ import tensorflow as tf
 # value (not -inf) keeps a row with no valid position free of NaN, in the
 # forward pass and in the gradients.
 _MASK_SCORE = -1e9
+
+# what keras.initializers.get takes
+Initializer: TypeAlias = str | dict[str, Any] | keras.initializers.Initializer
 
 
 @keras.saving.register_keras_serializable(package="nlptool")
@@ -87,13 +93,13 @@ class BahdanauAttention(keras.layers.Layer):
 
     def __init__(
         self,
-        units,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        coverage=False,
-        **kwargs,
-    ):
+        units: int,
+        use_bias: bool = True,
+        kernel_initializer: Initializer = "glorot_uniform",
+        bias_initializer: Initializer = "zeros",
+        coverage: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
             raise ValueError(
@@ -107,7 +113,7 @@ class BahdanauAttention(keras.layers.Layer):
 
     # === Weights ===
 
-    def build(self, query_shape, memory_shape):
+    def build(self, query_shape: Sequence[int | None], memory_shape: Sequence[int | None]) -> None:
         query_dim, memory_dim = query_shape[-1], memory_shape[-1]
         if query_dim is None or memory_dim is None:
             raise ValueError(
@@ -133,7 +139,7 @@ class BahdanauAttention(keras.layers.Layer):
 
     # === Forward pass ===
 
-    def precompute(self, memory):
+    def precompute(self, memory: tf.Tensor) -> tf.Tensor:
         """The keys W_h h_j + b of every source position: (batch, source_len, units).
 
         Call once per source sentence and pass the result as `keys` to each
@@ -151,7 +157,14 @@ class BahdanauAttention(keras.layers.Layer):
             keys = keys + tf.cast(self.bias, dtype)
         return keys
 
-    def call(self, query, memory, keys=None, mask=None, coverage=None):
+    def call(
+        self,
+        query: tf.Tensor,
+        memory: tf.Tensor,
+        keys: tf.Tensor | None = None,
+        mask: tf.Tensor | None = None,
+        coverage: tf.Tensor | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         dtype = self.compute_dtype
         query = tf.cast(query, dtype)
         memory = tf.cast(memory, dtype)
@@ -204,18 +217,20 @@ class BahdanauAttention(keras.layers.Layer):
 
     # === Keras plumbing ===
 
-    def compute_output_shape(self, query_shape, memory_shape):
+    def compute_output_shape(
+        self, query_shape: Sequence[int | None], memory_shape: Sequence[int | None]
+    ) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
         source_len, memory_dim = memory_shape[1], memory_shape[2]
         if len(query_shape) == 2:
             return (query_shape[0], memory_dim), (query_shape[0], source_len)
         batch, steps = query_shape[0], query_shape[1]
         return (batch, steps, memory_dim), (batch, steps, source_len)
 
-    def compute_mask(self, query, mask=None):
+    def compute_mask(self, query: Any, mask: tf.Tensor | None = None) -> None:
         # The mask describes source positions, which the outputs no longer have.
         return None
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {

@@ -1,5 +1,8 @@
 """`nlptool.layers.GRU`: a Keras GRU layer with a fast CPU path and cuDNN."""
 
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeAlias
+
 import keras
 import tensorflow as tf
 
@@ -8,6 +11,13 @@ from nlptool.layers import gru_kernels
 
 IMPLEMENTATIONS = ("auto", "cudnn", "fused", "reference")
 _FUSED_ACTIVATIONS = {"tanh": "tanh", "sigmoid": "sigmoid"}
+
+# what keras.activations.get, keras.initializers.get, keras.regularizers.get and keras.constraints.get take
+Activation: TypeAlias = str | Callable[..., Any] | None
+Initializer: TypeAlias = str | dict[str, Any] | keras.initializers.Initializer
+Regularizer: TypeAlias = str | dict[str, Any] | keras.regularizers.Regularizer | None
+Constraint: TypeAlias = str | dict[str, Any] | keras.constraints.Constraint | None
+Shape: TypeAlias = Sequence[int | None]
 
 
 def _activation_name(fn):
@@ -83,11 +93,15 @@ class GRU(keras.layers.Layer):
         activation: activation of the candidate. Default "tanh".
         recurrent_activation: activation of the gates. Default "sigmoid".
         use_bias: whether the layer has biases.
-        kernel_initializer, recurrent_initializer, bias_initializer: as in
-            `keras.layers.GRU`.
-        kernel_regularizer, recurrent_regularizer, bias_regularizer,
-            kernel_constraint, recurrent_constraint, bias_constraint: as in
-            `keras.layers.GRU`.
+        kernel_initializer: as in `keras.layers.GRU`.
+        recurrent_initializer: as in `keras.layers.GRU`.
+        bias_initializer: as in `keras.layers.GRU`.
+        kernel_regularizer: as in `keras.layers.GRU`.
+        recurrent_regularizer: as in `keras.layers.GRU`.
+        bias_regularizer: as in `keras.layers.GRU`.
+        kernel_constraint: as in `keras.layers.GRU`.
+        recurrent_constraint: as in `keras.layers.GRU`.
+        bias_constraint: as in `keras.layers.GRU`.
         dropout: fraction of input units dropped, one mask per sequence.
         recurrent_dropout: fraction of state units dropped where the state
             enters the recurrent product, one mask per sequence. Not on cuDNN.
@@ -120,33 +134,33 @@ class GRU(keras.layers.Layer):
 
     def __init__(
         self,
-        units,
-        activation="tanh",
-        recurrent_activation="sigmoid",
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        recurrent_initializer="orthogonal",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        recurrent_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        kernel_constraint=None,
-        recurrent_constraint=None,
-        bias_constraint=None,
-        dropout=0.0,
-        recurrent_dropout=0.0,
-        seed=None,
-        return_sequences=False,
-        return_state=False,
-        go_backwards=False,
-        stateful=False,
-        reset_after=True,
-        zero_output_for_mask=False,
-        implementation="auto",
-        jit_compile=True,
-        **kwargs,
-    ):
+        units: int,
+        activation: Activation = "tanh",
+        recurrent_activation: Activation = "sigmoid",
+        use_bias: bool = True,
+        kernel_initializer: Initializer = "glorot_uniform",
+        recurrent_initializer: Initializer = "orthogonal",
+        bias_initializer: Initializer = "zeros",
+        kernel_regularizer: Regularizer = None,
+        recurrent_regularizer: Regularizer = None,
+        bias_regularizer: Regularizer = None,
+        activity_regularizer: Regularizer = None,
+        kernel_constraint: Constraint = None,
+        recurrent_constraint: Constraint = None,
+        bias_constraint: Constraint = None,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        seed: int | None = None,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        go_backwards: bool = False,
+        stateful: bool = False,
+        reset_after: bool = True,
+        zero_output_for_mask: bool = False,
+        implementation: Literal["auto", "cudnn", "fused", "reference"] = "auto",
+        jit_compile: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
             raise ValueError(
@@ -189,7 +203,7 @@ class GRU(keras.layers.Layer):
         self.jit_compile = jit_compile
         self.supports_masking = True
         self.input_spec = keras.layers.InputSpec(ndim=3)
-        self.states = None
+        self.states: list[Any] | None = None  # [the state variable] of a stateful layer, once built
         if implementation == "cudnn":
             failed = self.cudnn_unmet_conditions(check_device=False)
             if failed:
@@ -205,10 +219,10 @@ class GRU(keras.layers.Layer):
     # === Weights ===
 
     @property
-    def state_size(self):
+    def state_size(self) -> int:
         return self.units
 
-    def build(self, sequences_shape, initial_state_shape=None):
+    def build(self, sequences_shape: Shape, initial_state_shape: Shape | None = None) -> None:
         input_dim = sequences_shape[-1]
         if input_dim is None:
             raise ValueError(
@@ -260,7 +274,7 @@ class GRU(keras.layers.Layer):
             )
         ]
 
-    def reset_state(self):
+    def reset_state(self) -> None:
         if self.states is not None:
             for v in self.states:
                 v.assign(tf.zeros_like(v))
@@ -269,7 +283,7 @@ class GRU(keras.layers.Layer):
 
     # === Choosing an implementation ===
 
-    def cudnn_unmet_conditions(self, check_device=True):
+    def cudnn_unmet_conditions(self, check_device: bool = True) -> list[str]:
         """The reasons cuDNN cannot run this layer (empty when it can)."""
         failed = []
         if _activation_name(self.activation) != "tanh":
@@ -300,7 +314,7 @@ class GRU(keras.layers.Layer):
                 failed.append(f"{arg} must be {want!r}, got {_activation_name(fn)!r}")
         return failed
 
-    def resolved_implementation(self):
+    def resolved_implementation(self) -> str:
         """The implementation a call traced now would use."""
         if _in_save_context():
             return "reference" if self._fused_unmet_conditions() else "fused"
@@ -428,7 +442,13 @@ class GRU(keras.layers.Layer):
         # XLA-compiled gradient function inside a tf.cond branch.
         return tf.cond(cudnn_ok, cudnn, lambda: fused(jit_compile=False)), mask
 
-    def call(self, sequences, initial_state=None, mask=None, training=False):
+    def call(
+        self,
+        sequences: tf.Tensor,
+        initial_state: tf.Tensor | Sequence[tf.Tensor] | None = None,
+        mask: tf.Tensor | Sequence[tf.Tensor] | None = None,
+        training: bool | None = False,
+    ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
         implementation = self.resolved_implementation()
         x, h0, mask_tm, rec_mask = self._prepare(sequences, initial_state, mask, training)
         hs, mask_tm = self._state_sequence(x, h0, mask_tm, rec_mask, implementation, training)
@@ -443,7 +463,8 @@ class GRU(keras.layers.Layer):
             seen = tf.cumsum(tf.cast(mask_tm, tf.int32), axis=0) > 0
             outputs = tf.where(seen, hs, tf.zeros_like(hs))
         if self.stateful:
-            self.states[0].assign(tf.cast(final_state, self.states[0].dtype))
+            # build() gave a stateful layer its list of states; mypy cannot tie `states` to `stateful`
+            self.states[0].assign(tf.cast(final_state, self.states[0].dtype))  # type: ignore[index]
         if self.return_sequences:
             output = tf.transpose(outputs, [1, 0, 2])
         else:
@@ -453,7 +474,7 @@ class GRU(keras.layers.Layer):
             return output, tf.cast(final_state, self.compute_dtype)
         return output
 
-    def step(self, inputs, state):
+    def step(self, inputs: tf.Tensor, state: tf.Tensor) -> tf.Tensor:
         """One time step: `inputs` (batch, features) and `state` (batch,
         units) -> the new state (batch, units), with this layer's weights.
 
@@ -478,7 +499,12 @@ class GRU(keras.layers.Layer):
         )
         return tf.cast(h, self.compute_dtype)
 
-    def gate_activations(self, sequences, mask=None, initial_state=None):
+    def gate_activations(
+        self,
+        sequences: Any,
+        mask: tf.Tensor | None = None,
+        initial_state: tf.Tensor | Sequence[tf.Tensor] | None = None,
+    ) -> dict[str, tf.Tensor]:
         """Per-step gate values for plots, computed by the reference path.
 
         Returns a dict of (batch, time, units) NumPy-convertible tensors:
@@ -512,14 +538,18 @@ class GRU(keras.layers.Layer):
 
     # === Keras plumbing ===
 
-    def compute_output_shape(self, sequences_shape, initial_state_shape=None):
+    def compute_output_shape(
+        self, sequences_shape: Shape, initial_state_shape: Shape | None = None
+    ) -> tuple[int | None, ...] | tuple[tuple[int | None, ...], tuple[int | None, ...]]:
         batch, steps = sequences_shape[0], sequences_shape[1]
         output_shape = (batch, steps, self.units) if self.return_sequences else (batch, self.units)
         if self.return_state:
             return output_shape, (batch, self.units)
         return output_shape
 
-    def compute_mask(self, _, mask=None):
+    def compute_mask(
+        self, _: Any, mask: tf.Tensor | Sequence[tf.Tensor] | None = None
+    ) -> tf.Tensor | list[tf.Tensor | None] | None:
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         output_mask = mask if self.return_sequences else None
@@ -527,7 +557,7 @@ class GRU(keras.layers.Layer):
             return [output_mask, None]
         return output_mask
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {

@@ -18,6 +18,9 @@ Works on `nlptool.layers.GRU`, `keras.layers.GRU` and `keras.layers.Bidirectiona
 around either; state dicts may hold torch tensors or NumPy arrays.
 """
 
+from collections.abc import Mapping
+from typing import Any
+
 import keras
 import numpy as np
 
@@ -54,13 +57,13 @@ def _as_numpy(value):
     return np.asarray(value)
 
 
-def to_torch_state_dict(layer, layer_index=0):
+def to_torch_state_dict(layer: keras.layers.Layer, layer_index: int = 0) -> dict[str, np.ndarray]:
     """The `torch.nn.GRU` state dict entries for `layer` as NumPy arrays.
 
     For a stacked torch GRU, convert each Keras layer with its `layer_index`
     and merge the dicts. Wrap in `torch.from_numpy` before `load_state_dict`.
     """
-    state = {}
+    state: dict[str, np.ndarray] = {}
     for gru, suffix in _directions(layer):
         _check_convertible(gru)
         kernel, recurrent_kernel, bias = gru.get_weights()
@@ -72,7 +75,7 @@ def to_torch_state_dict(layer, layer_index=0):
     return state
 
 
-def from_torch_state_dict(layer, state_dict, layer_index=0):
+def from_torch_state_dict(layer: keras.layers.Layer, state_dict: Mapping[str, Any], layer_index: int = 0) -> None:
     """Set `layer`'s weights from a `torch.nn.GRU` state dict.
 
     `layer` must be built with the matching input size. Raises a ValueError

@@ -7,17 +7,21 @@ instant.
 """
 
 import importlib
+from typing import TYPE_CHECKING
 
 from nlptool.errors import UsageError
 
+if TYPE_CHECKING:
+    from nlptool.tasks.base import Task
+
 # name -> "module:class"; `register` adds more (a plug-in task, a test's toy task)
-REGISTRY = {
+REGISTRY: "dict[str, str | type[Task]]" = {
     "sentiment": "nlptool.tasks.sentiment:SentimentTask",
     "language-model": "nlptool.tasks.language_model:LanguageModelTask",
     "translation": "nlptool.tasks.translation:TranslationTask",
     "summarization": "nlptool.tasks.summarization:SummarizationTask",
 }
-_LOADED = {}
+_LOADED: "dict[str, Task]" = {}
 
 
 def register(task_class):
@@ -27,11 +31,11 @@ def register(task_class):
     return task_class
 
 
-def names():
+def names() -> list[str]:
     return list(REGISTRY)
 
 
-def get(name):
+def get(name: str) -> "Task":
     """The task registered as `name` (an instance, made once)."""
     if name not in REGISTRY:
         raise UsageError(f"Unknown task {name!r}; the tasks are {', '.join(REGISTRY)}.")

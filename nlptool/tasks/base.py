@@ -14,6 +14,7 @@ lives in `nlptool.models` and is imported inside the methods that need it.
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -89,7 +90,7 @@ class Section:
 class TokenizerConfig(Section):
     """The tokeniser of a task; tasks subclass it to add their own fields."""
 
-    kind: Literal["word", "char", "byte", "wordpiece", "sentencepiece"] = "word"
+    kind: Literal["word", "char", "byte", "wordpiece", "sentencepiece"] = "word"  # see the tokenisers guide
     vocab_size: int = 20_000  # reserved ids included (ignored by the byte tokeniser)
 
     ranges = {"vocab_size": Range(5)}  # the 4 reserved ids (padding, unknown, start, end) and one more
@@ -100,10 +101,10 @@ class TrainingConfig(Section):
     """Training settings every task has; tasks subclass it to add their own
     fields or to change a default (by declaring the field again)."""
 
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    seed: int = 1234
+    epochs: int = 10  # passes over the training data (early stopping may end sooner)
+    batch_size: int = 64  # examples per step
+    learning_rate: float = 1e-3  # of the task's optimizer (Adam unless the task says otherwise)
+    seed: int = 1234  # of weights, shuffling and dropout: the same seed gives the same run on one machine
     early_stopping_patience: int = 3  # epochs without validation gain before stopping
     clip_norm: float | None = None  # global gradient norm clipping; null: none
     # Polyak averaging: validate, checkpoint and export an exponential moving average of the weights,
@@ -139,10 +140,11 @@ class DataSource:
     finds the test data and the columns again."""
 
     dataset: str | None = None
-    data_dir: str | None = None
-    train_file: str | None = None
-    validation_file: str | None = None
-    test_file: str | None = None
+    # folders and files may be given as os.PathLike too; __post_init__ makes them absolute str paths
+    data_dir: str | os.PathLike[str] | None = None
+    train_file: str | os.PathLike[str] | None = None
+    validation_file: str | os.PathLike[str] | None = None
+    test_file: str | os.PathLike[str] | None = None
     columns: dict[str, str] = dataclasses.field(default_factory=dict)  # role ("text", "label", ...) -> column
     delimiter: str | None = None
     max_train_examples: int | None = None

@@ -24,7 +24,7 @@ class TokenizerConfig(base.TokenizerConfig):
     vocab_size: int = 10_004  # reserved ids included
     # word only: pre-tokenised corpora (PTB, WikiText-2) keep case and punctuation as they are
     lowercase: bool = False
-    split_punctuation: bool = False
+    split_punctuation: bool = False  # word only: split punctuation off words
     # "line": every line is a sentence ending in </s> (PTB, WikiText-2);
     # "text": the corpus is one text whose newlines are ordinary characters (character models)
     unit: Literal["line", "text"] = "line"
@@ -32,9 +32,9 @@ class TokenizerConfig(base.TokenizerConfig):
 
 @dataclasses.dataclass
 class ModelConfig(base.Section):
-    embedding_dim: int = 400
+    embedding_dim: int = 400  # size of each token vector (the last GRU layer's size when tied)
     units: int = 400  # GRU state size of every layer
-    layers: int = 2
+    layers: int = 2  # stacked GRU layers
     dropout: float = 0.4  # variational: on each GRU layer's input and on the last output
     tie_weights: bool = True  # the softmax reuses the embedding matrix
 
@@ -52,7 +52,7 @@ class TrainingConfig(base.TrainingConfig):
     learning_rate: float = 20.0
     clip_norm: float | None = 0.25
     window: int = 35  # time steps per truncated-BPTT window
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: Literal["sgd", "adam"] = "sgd"  # see learning_rate for why SGD is the default
     lr_decay: float = 0.6  # the learning rate is multiplied by this every epoch from `lr_decay_start` on
     lr_decay_start: int = 3  # epochs at the full learning rate
     # after an epoch that ends with a validation perplexity above the best so far (a rate too
@@ -76,8 +76,8 @@ class TrainingConfig(base.TrainingConfig):
 
 @dataclasses.dataclass
 class GenerationConfig(base.Section):
-    max_new_tokens: int = 50
-    temperature: float = 1.0
+    max_new_tokens: int = 50  # tokens generated after the prompt, at most
+    temperature: float = 1.0  # divides the logits before sampling; 0: greedy
     top_k: int = 0  # 0: no top-k filter
     top_p: float = 1.0  # 1: no nucleus filter
     stop_at_end: bool = True  # stop a sample at </s> (for line-unit models)

@@ -34,7 +34,7 @@ class ModelConfig(base.Section):
     embedding_dim: int = 128  # size of each token vector
     units: int = 128  # GRU state size per direction
     layers: int = 1  # stacked GRU layers
-    bidirectional: bool = True
+    bidirectional: bool = True  # read each text in both directions
     dropout: float = 0.3  # before the classifier, and on the GRU inputs
     embedding_dropout: float = 0.0  # share of tokens whose whole vector is zeroed in training (word dropout)
     pooling: Literal["last", "max_mean"] = "max_mean"  # what summarises the sequence
@@ -47,7 +47,7 @@ class ModelConfig(base.Section):
 
 @dataclasses.dataclass
 class TrainingConfig(base.TrainingConfig):
-    epochs: int = 3
+    epochs: int = 3  # passes over the training data (early stopping may end sooner)
     learning_rate: float = 2e-3  # Adam
     early_stopping_patience: int = 2
     validation_fraction: float = 0.1

@@ -36,13 +36,13 @@ class TokenizerConfig(base.TokenizerConfig):
 
 @dataclasses.dataclass
 class ModelConfig(base.Section):
-    embedding_dim: int = 128
+    embedding_dim: int = 128  # size of each token vector (texts and summaries share the embedding)
     encoder_units: int = 256  # per direction
-    encoder_layers: int = 1
-    decoder_units: int = 256
-    attention_units: int = 256
-    dropout: float = 0.2
-    tie_embeddings: bool = True
+    encoder_layers: int = 1  # stacked bidirectional GRU layers of the encoder
+    decoder_units: int = 256  # the decoder GRU's state size
+    attention_units: int = 256  # size of the Bahdanau attention's hidden layer
+    dropout: float = 0.2  # on embeddings, between encoder layers and on the deep output
+    tie_embeddings: bool = True  # the softmax reuses the embedding
     pointer: bool = True  # the copy distribution (pointer-generator)
     coverage: bool = True  # coverage in the attention, and the coverage loss in a final phase
 
@@ -70,7 +70,7 @@ class TrainingConfig(base.TrainingConfig):
 
 @dataclasses.dataclass
 class DecodingConfig(base.Section):
-    beam_width: int = 4
+    beam_width: int = 4  # hypotheses kept per step; 1: greedy
     length_penalty: float = 1.0  # alpha of the GNMT penalty ((5 + |Y|) / 6) ** alpha
     coverage_penalty: float = 0.0  # beta of the GNMT coverage penalty
     min_length: int = 1  # tokens, </s> included

@@ -30,11 +30,11 @@ class TokenizerConfig(base.TokenizerConfig):
 
 @dataclasses.dataclass
 class ModelConfig(base.Section):
-    embedding_dim: int = 256
+    embedding_dim: int = 256  # size of each source and target token vector
     encoder_units: int = 256  # per direction: the annotations h_j have twice this size
-    encoder_layers: int = 1
-    decoder_units: int = 512
-    attention_units: int = 512
+    encoder_layers: int = 1  # stacked bidirectional GRU layers of the encoder
+    decoder_units: int = 512  # the decoder GRU's state size
+    attention_units: int = 512  # size of the Bahdanau attention's hidden layer
     dropout: float = 0.3  # on embeddings, between encoder layers and on the deep output
     tie_embeddings: bool = True  # the softmax reuses the target embedding
 
@@ -45,7 +45,7 @@ class ModelConfig(base.Section):
 class TrainingConfig(base.TrainingConfig):
     epochs: int = 20
     clip_norm: float | None = 1.0
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.1  # share of each target's probability spread over the vocabulary
     max_length: int = 100  # training pairs whose source + </s> or <s> + target exceeds this many tokens are left out
 
     ranges = {"label_smoothing": base.RATE, "max_length": base.AT_LEAST_ONE}
@@ -53,11 +53,11 @@ class TrainingConfig(base.TrainingConfig):
 
 @dataclasses.dataclass
 class DecodingConfig(base.Section):
-    beam_width: int = 5
+    beam_width: int = 5  # hypotheses kept per step; 1: greedy
     length_penalty: float = 0.6  # alpha of the GNMT penalty ((5 + |Y|) / 6) ** alpha
     # an output has at most max_length_ratio * source tokens + max_length_offset tokens
     max_length_ratio: float = 1.5
-    max_length_offset: int = 10
+    max_length_offset: int = 10  # see max_length_ratio
     # a source is cut to its first this many tokens before it is translated, so that no single
     # request takes long (training pairs have at most training.max_length tokens)
     max_source_length: int = 200
@@ -73,8 +73,8 @@ class DecodingConfig(base.Section):
 
 @dataclasses.dataclass
 class TranslationConfig:
-    source_lang: str = "de"
-    target_lang: str = "en"
+    source_lang: str = "de"  # a language of the dataset (multi30k: en, de, fr; spa_eng: en, es)
+    target_lang: str = "en"  # the language translated into
     tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)

@@ -3,10 +3,16 @@
 See `nlptool.tokenizers.base` for the contract shared by all of them.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from nlptool.tokenizers.base import END_ID, PAD_ID, RESERVED_TOKENS, START_ID, UNK_ID, Tokenizer
 from nlptool.tokenizers.byte import ByteTokenizer
 from nlptool.tokenizers.char import CharTokenizer
 from nlptool.tokenizers.word import WordTokenizer
+
+if TYPE_CHECKING:  # what type checkers see of the names imported on first use below
+    from nlptool.tokenizers.sentencepiece import SentencePieceTokenizer
+    from nlptool.tokenizers.wordpiece import WordPieceTokenizer
 
 # these two need tensorflow-text: import them on first use, so that models
 # with only word/char/byte tokenisers load without it
@@ -16,7 +22,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
@@ -29,7 +35,7 @@ def __getattr__(name):
 KINDS = ("word", "char", "byte", "wordpiece", "sentencepiece")
 
 
-def create(kind, vocab_size=None, **kwargs):
+def create(kind: str, vocab_size: int | None = None, **kwargs: Any) -> Tokenizer:
     """An untrained tokeniser of `kind` with `vocab_size` ids, reserved ids
     included (ignored for "byte", whose 260 ids are fixed). Other keyword
     arguments go to the tokeniser's constructor."""
@@ -51,7 +57,7 @@ def create(kind, vocab_size=None, **kwargs):
     return __getattr__("SentencePieceTokenizer")(vocab_size=vocab_size, **kwargs)
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(list(globals()) + list(_LAZY))
 
 

@@ -21,6 +21,8 @@ and SentencePiece tokenisers, which use tensorflow-text ops).
 """
 
 import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal, TypeAlias
 
 import keras
 import numpy as np
@@ -33,8 +35,17 @@ PAD_ID, UNK_ID, START_ID, END_ID = 0, 1, 2, 3
 RESERVED_TOKENS = ("<pad>", "<unk>", "<s>", "</s>")
 FIRST_ID = len(RESERVED_TOKENS)  # the first id of a learnt vocabulary
 
+# what `train` learns from: any iterable of strings (a list, a pandas Series, a NumPy array), or a
+# tf.data.Dataset of scalar or batched strings
+TrainingTexts: TypeAlias = Iterable[str] | Iterable[bytes] | tf.data.Dataset
+# what calling a tokeniser, `cut` and `lengths` take: a string, a list (or NumPy array, pandas Series)
+# of strings, or a tf.string tensor of shape (batch,) or (batch, 1)
+Strings: TypeAlias = str | Sequence[str] | np.ndarray | tf.Tensor
+# what `detokenize` takes: ids, dense with padding (a tensor, an array, nested lists) or ragged
+Ids: TypeAlias = tf.Tensor | tf.RaggedTensor | np.ndarray | Sequence[Sequence[int]]
 
-def iterate_texts(texts):
+
+def iterate_texts(texts: TrainingTexts) -> Iterator[str]:
     """Yield Python strings from a list, pandas Series, NumPy array or
     tf.data.Dataset (scalar or batched elements)."""
     if isinstance(texts, tf.data.Dataset):
@@ -53,7 +64,7 @@ def iterate_texts(texts):
         yield value
 
 
-def batched(texts, batch_size=4096):
+def batched(texts: TrainingTexts, batch_size: int = 4096) -> Iterator[list[str]]:
     """Lists of up to `batch_size` strings from `iterate_texts(texts)`.
 
     On large inputs it logs its progress (logger "nlptool.tokenizers") every
@@ -85,7 +96,9 @@ class Tokenizer(keras.layers.Layer):
         add_end: append </s> (id 3) to every row.
     """
 
-    def __init__(self, sequence_length=None, add_start=False, add_end=False, **kwargs):
+    def __init__(
+        self, sequence_length: int | None = None, add_start: bool = False, add_end: bool = False, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("dtype", "int32")
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
@@ -102,20 +115,20 @@ class Tokenizer(keras.layers.Layer):
         self.built = True
 
     # --- to implement ---
-    def tokenize(self, strings):
+    def tokenize(self, strings: tf.Tensor) -> tf.RaggedTensor:
         """(batch,) tf.string -> tf.RaggedTensor of int32 ids (no padding)."""
         raise NotImplementedError
 
-    def ids_to_text(self, ids):
+    def ids_to_text(self, ids: tf.RaggedTensor) -> tf.Tensor:
         """tf.RaggedTensor of int32 ids (reserved ids removed) -> (batch,) tf.string."""
         raise NotImplementedError
 
-    def vocabulary_size(self):
+    def vocabulary_size(self) -> int:
         raise NotImplementedError
 
     # --- shared ---
     @staticmethod
-    def _as_batch(strings):
+    def _as_batch(strings: Strings) -> tf.Tensor:
         strings = tf.convert_to_tensor(strings, dtype=tf.string)
         if strings.shape.rank == 2:
             strings = tf.squeeze(strings, axis=1)  # (batch, 1) from keras.Input(shape=(1,))
@@ -123,7 +136,7 @@ class Tokenizer(keras.layers.Layer):
             strings = strings[None]
         return strings
 
-    def __call__(self, strings, *args, **kwargs):
+    def __call__(self, strings: Strings, *args: Any, **kwargs: Any) -> tf.Tensor:
         # Keras accepts only tensors positionally; let users pass Python
         # strings, lists, NumPy arrays and pandas Series
         if not (tf.is_tensor(strings) or isinstance(strings, tf.RaggedTensor) or keras.ops.is_tensor(strings)):
@@ -131,7 +144,7 @@ class Tokenizer(keras.layers.Layer):
                 strings = tf.constant(np.asarray(strings, dtype=object).tolist(), tf.string)
         return super().__call__(strings, *args, **kwargs)
 
-    def call(self, strings):
+    def call(self, strings: tf.Tensor) -> tf.Tensor:
         ids = self.tokenize(self._as_batch(strings))
         length = self.sequence_length
         if length is not None:
@@ -150,7 +163,7 @@ class Tokenizer(keras.layers.Layer):
             ids = tf.concat([ids, tf.fill([rows, 1], END_ID)], axis=1)
         return ids.to_tensor(default_value=PAD_ID, shape=shape)
 
-    def cut(self, strings, max_tokens, keep="first"):
+    def cut(self, strings: Strings, max_tokens: int | tf.Tensor, keep: Literal["first", "last"] = "first") -> tf.Tensor:
         """Ids of `strings` as calling the tokeniser gives them (its start and
         end tokens, padded to the longest row), with each text's tokens cut
         to their first (`keep="first"`) or last (`"last"`) `max_tokens`
@@ -163,7 +176,7 @@ class Tokenizer(keras.layers.Layer):
             return self._framed(ids[:, -max_tokens:])
         raise ValueError(f"Received an invalid value for argument `keep`, expected 'first' or 'last', got {keep!r}.")
 
-    def lengths(self, strings):
+    def lengths(self, strings: Strings) -> tf.Tensor:
         """(batch,) int32: the ids calling the tokeniser gives each of
         `strings`, padding excluded, without padding any batch."""
         lengths = tf.cast(self.tokenize(self._as_batch(strings)).row_lengths(), tf.int32)
@@ -171,7 +184,7 @@ class Tokenizer(keras.layers.Layer):
             lengths = tf.minimum(lengths, self.sequence_length - int(self.add_start) - int(self.add_end))
         return lengths + int(self.add_start) + int(self.add_end)
 
-    def detokenize(self, ids):
+    def detokenize(self, ids: Ids) -> tf.Tensor:
         """Ids (dense with padding, or ragged) -> (batch,) tf.string.
         Padding, start and end ids are dropped; decoding stops at the first </s>."""
         ids = tf.convert_to_tensor(ids) if not isinstance(ids, tf.RaggedTensor) else ids
@@ -184,13 +197,13 @@ class Tokenizer(keras.layers.Layer):
         keep = tf.logical_and(before_end, tf.logical_and(ids != PAD_ID, ids != START_ID))
         return self.ids_to_text(tf.ragged.boolean_mask(ids, keep))
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, int | None]:
         return (input_shape[0], self.sequence_length)
 
-    def compute_output_spec(self, strings):
+    def compute_output_spec(self, strings: keras.KerasTensor) -> keras.KerasTensor:
         return keras.KerasTensor((strings.shape[0], self.sequence_length), dtype="int32")
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"sequence_length": self.sequence_length, "add_start": self.add_start, "add_end": self.add_end})
         return config

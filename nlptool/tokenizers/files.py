@@ -1,16 +1,21 @@
 """A tokeniser as a file: DIR/tokenizer.json, written atomically."""
 
 import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 
 from nlptool.files import write_atomically
 
+if TYPE_CHECKING:
+    from nlptool.tokenizers.base import Tokenizer
+
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def save_tokenizer(tokenizer, directory):
+def save_tokenizer(tokenizer: "Tokenizer", directory: str | os.PathLike[str]) -> Path:
     """Write `directory`/tokenizer.json (class, config and vocabulary or
     model) so that a reader never sees half a file; returns its path."""
     payload = keras.saving.serialize_keras_object(tokenizer)
@@ -19,7 +24,7 @@ def save_tokenizer(tokenizer, directory):
     )
 
 
-def load_tokenizer(directory):
+def load_tokenizer(directory: str | os.PathLike[str]) -> "Tokenizer":
     """The tokeniser saved in `directory` by `save_tokenizer`."""
     from nlptool import tokenizers
 

@@ -5,13 +5,24 @@ import base64
 import hashlib
 import io
 import logging
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
 
 import keras
 import sentencepiece as spm
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from nlptool.tokenizers.base import END_ID, PAD_ID, RESERVED_TOKENS, START_ID, UNK_ID, Tokenizer, iterate_texts
+from nlptool.tokenizers.base import (
+    END_ID,
+    PAD_ID,
+    RESERVED_TOKENS,
+    START_ID,
+    UNK_ID,
+    Tokenizer,
+    TrainingTexts,
+    iterate_texts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +30,7 @@ MODEL_TYPES = ("unigram", "bpe")
 LOG_EVERY = 100_000  # sentences between progress messages while reading the corpus
 
 
-def _as_proto_bytes(model_proto):
+def _as_proto_bytes(model_proto: bytes | bytearray | str) -> bytes:
     if isinstance(model_proto, (bytes, bytearray)):
         return bytes(model_proto)
     if isinstance(model_proto, str):
@@ -72,7 +83,8 @@ class SentencePieceTokenizer(Tokenizer):
             for languages with large character sets such as Chinese.
         user_defined_symbols: strings always kept as single pieces.
         seed: random seed for training.
-        sequence_length, add_start, add_end: see `Tokenizer`.
+        **kwargs: `sequence_length`, `add_start`, `add_end` (see `Tokenizer`)
+            and the arguments of a Keras layer.
 
     Example:
 
@@ -85,14 +97,14 @@ class SentencePieceTokenizer(Tokenizer):
 
     def __init__(
         self,
-        model_proto=None,
-        vocab_size=8000,
-        model_type="unigram",
-        character_coverage=0.9995,
-        user_defined_symbols=None,
-        seed=0,
-        **kwargs,
-    ):
+        model_proto: bytes | str | None = None,
+        vocab_size: int = 8000,
+        model_type: Literal["unigram", "bpe"] = "unigram",
+        character_coverage: float = 0.9995,
+        user_defined_symbols: Iterable[str] | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         user_defined_symbols = list(user_defined_symbols or [])
         if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size <= len(RESERVED_TOKENS):
@@ -124,11 +136,11 @@ class SentencePieceTokenizer(Tokenizer):
         self.character_coverage = character_coverage
         self.user_defined_symbols = user_defined_symbols
         self.seed = seed
-        self.model_proto = None
+        self.model_proto: bytes | None = None
         if model_proto is not None:
             self.set_model_proto(model_proto)
 
-    def set_model_proto(self, model_proto):
+    def set_model_proto(self, model_proto: bytes | str) -> None:
         """Use a serialized SentencePiece model (bytes or base64 str)."""
         proto = _as_proto_bytes(model_proto)
         processor = spm.SentencePieceProcessor()
@@ -153,7 +165,7 @@ class SentencePieceTokenizer(Tokenizer):
         name = f"sentencepiece_{hashlib.sha256(proto).hexdigest()[:16]}"
         self._sp = tf_text.SentencepieceTokenizer(model=proto, out_type=tf.int32, name=name)
 
-    def _sentences(self, texts):
+    def _sentences(self, texts: TrainingTexts) -> Iterator[str]:
         count = 0
         for count, text in enumerate(iterate_texts(texts), start=1):
             if count % LOG_EVERY == 0:
@@ -162,7 +174,7 @@ class SentencePieceTokenizer(Tokenizer):
         if count >= LOG_EVERY:
             logger.info("SentencePiece training: read %d sentences in all, learning the model", count)
 
-    def train(self, texts):
+    def train(self, texts: TrainingTexts) -> "SentencePieceTokenizer":
         writer = io.BytesIO()
         spm.set_random_generator_seed(self.seed)
         try:
@@ -201,19 +213,19 @@ class SentencePieceTokenizer(Tokenizer):
         if self.model_proto is None:
             raise ValueError("This SentencePieceTokenizer has no model yet: call `train(texts)` or pass `model_proto`.")
 
-    def vocabulary_size(self):
+    def vocabulary_size(self) -> int:
         self._check_trained()
         return self._piece_count
 
-    def tokenize(self, strings):
+    def tokenize(self, strings: tf.Tensor) -> tf.RaggedTensor:
         self._check_trained()
         return tf.cast(self._sp.tokenize(strings), tf.int32)
 
-    def ids_to_text(self, ids):
+    def ids_to_text(self, ids: tf.RaggedTensor) -> tf.Tensor:
         self._check_trained()
         return self._sp.detokenize(tf.cast(ids, tf.int32))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {

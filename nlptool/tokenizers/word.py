@@ -2,11 +2,13 @@
 Core TF ops only, so a model using it serves without tensorflow-text."""
 
 import collections
+from collections.abc import Iterable
+from typing import Any
 
 import keras
 import tensorflow as tf
 
-from nlptool.tokenizers.base import FIRST_ID, RESERVED_TOKENS, UNK_ID, Tokenizer, batched
+from nlptool.tokenizers.base import FIRST_ID, RESERVED_TOKENS, UNK_ID, Ids, Tokenizer, TrainingTexts, batched
 
 # RE2: any Unicode punctuation or symbol character becomes its own token
 PUNCTUATION = r"([\p{P}\p{S}])"
@@ -29,7 +31,8 @@ class WordTokenizer(Tokenizer):
         min_frequency: tokens seen fewer times are left out by `train`.
         lowercase: lowercase before splitting.
         split_punctuation: split punctuation and symbols off words.
-        sequence_length, add_start, add_end: see `Tokenizer`.
+        **kwargs: `sequence_length`, `add_start`, `add_end` (see `Tokenizer`)
+            and the arguments of a Keras layer.
 
     Example:
 
@@ -41,8 +44,14 @@ class WordTokenizer(Tokenizer):
     """
 
     def __init__(
-        self, vocabulary=None, max_size=None, min_frequency=1, lowercase=True, split_punctuation=True, **kwargs
-    ):
+        self,
+        vocabulary: Iterable[str] | None = None,
+        max_size: int | None = None,
+        min_frequency: int = 1,
+        lowercase: bool = True,
+        split_punctuation: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if max_size is not None and max_size <= 0:
             raise ValueError(
@@ -53,11 +62,11 @@ class WordTokenizer(Tokenizer):
         self.min_frequency = min_frequency
         self.lowercase = lowercase
         self.split_punctuation = split_punctuation
-        self.vocabulary = None
+        self.vocabulary: list[str] | None = None
         if vocabulary is not None:
             self.set_vocabulary(vocabulary)
 
-    def set_vocabulary(self, vocabulary):
+    def set_vocabulary(self, vocabulary: Iterable[str]) -> None:
         vocabulary = [str(token) for token in vocabulary]
         if len(set(vocabulary)) != len(vocabulary):
             raise ValueError("`vocabulary` holds duplicate tokens.")
@@ -67,7 +76,7 @@ class WordTokenizer(Tokenizer):
         self._table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(tokens, ids), default_value=UNK_ID)
         self._tokens = tf.concat([tf.constant(RESERVED_TOKENS), tokens], axis=0)
 
-    def split(self, strings):
+    def split(self, strings: tf.Tensor) -> tf.RaggedTensor:
         """(batch,) strings -> ragged (batch, None) normalised token strings."""
         if self.lowercase:
             strings = tf.strings.lower(strings, encoding="utf-8")
@@ -75,9 +84,9 @@ class WordTokenizer(Tokenizer):
             strings = tf.strings.regex_replace(strings, PUNCTUATION, r" \1 ")
         return tf.strings.split(strings)
 
-    def train(self, texts):
+    def train(self, texts: TrainingTexts) -> "WordTokenizer":
         split = tf.function(self.split, input_signature=[tf.TensorSpec([None], tf.string)])
-        counts = collections.Counter()
+        counts: collections.Counter[str] = collections.Counter()
         for batch in batched(texts):
             counts.update(t.decode("utf-8") for t in split(tf.constant(batch)).flat_values.numpy())
         # a reserved token written in the text ("<unk>" in PTB and WikiText-2) keeps its reserved meaning
@@ -88,29 +97,30 @@ class WordTokenizer(Tokenizer):
         self.set_vocabulary([token for token, _ in kept])
         return self
 
-    def _check_trained(self):
+    def _check_trained(self) -> list[str]:
+        """The vocabulary; ValueError if there is none yet."""
         if self.vocabulary is None:
             raise ValueError("This WordTokenizer has no vocabulary yet: call `train(texts)` or pass `vocabulary`.")
+        return self.vocabulary
 
-    def vocabulary_size(self):
-        self._check_trained()
-        return FIRST_ID + len(self.vocabulary)
+    def vocabulary_size(self) -> int:
+        return FIRST_ID + len(self._check_trained())
 
-    def tokenize(self, strings):
+    def tokenize(self, strings: tf.Tensor) -> tf.RaggedTensor:
         self._check_trained()
         return self._table.lookup(self.split(strings))
 
-    def tokens(self, ids):
+    def tokens(self, ids: Ids) -> tf.Tensor:
         """The token string of every id, in the shape of `ids` (reserved ids as "<pad>", "<unk>", ...)."""
-        self._check_trained()
-        return tf.gather(self._tokens, tf.clip_by_value(tf.cast(ids, tf.int32), 0, FIRST_ID + len(self.vocabulary) - 1))
+        vocabulary = self._check_trained()
+        return tf.gather(self._tokens, tf.clip_by_value(tf.cast(ids, tf.int32), 0, FIRST_ID + len(vocabulary) - 1))
 
-    def ids_to_text(self, ids):
-        self._check_trained()
-        ids = tf.clip_by_value(ids, 0, FIRST_ID + len(self.vocabulary) - 1)
+    def ids_to_text(self, ids: tf.RaggedTensor) -> tf.Tensor:
+        vocabulary = self._check_trained()
+        ids = tf.clip_by_value(ids, 0, FIRST_ID + len(vocabulary) - 1)
         return tf.strings.reduce_join(tf.gather(self._tokens, ids), axis=1, separator=" ")
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {

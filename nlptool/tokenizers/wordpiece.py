@@ -2,13 +2,15 @@
 run in the graph by tensorflow-text's FastWordpieceTokenizer."""
 
 import collections
+from collections.abc import Iterable
+from typing import Any
 
 import keras
 import tensorflow as tf
 import tensorflow_text as tf_text
 
 from nlptool import compat
-from nlptool.tokenizers.base import FIRST_ID, RESERVED_TOKENS, Tokenizer, batched
+from nlptool.tokenizers.base import FIRST_ID, RESERVED_TOKENS, Tokenizer, TrainingTexts, batched
 
 SUFFIX = "##"
 # BERT's punctuation (what FastWordpieceTokenizer splits off): any Unicode P*
@@ -51,7 +53,8 @@ class WordPieceTokenizer(Tokenizer):
             learner raises the threshold to meet `vocab_size`).
         max_chars: most distinct characters kept; words with rarer ones are
             not learnt from and tokenise to <unk>.
-        sequence_length, add_start, add_end: see `Tokenizer`.
+        **kwargs: `sequence_length`, `add_start`, `add_end` (see `Tokenizer`)
+            and the arguments of a Keras layer.
 
     Example:
 
@@ -65,14 +68,14 @@ class WordPieceTokenizer(Tokenizer):
 
     def __init__(
         self,
-        vocabulary=None,
-        vocab_size=8000,
-        lowercase=True,
-        strip_accents=True,
-        min_frequency=1,
-        max_chars=1000,
-        **kwargs,
-    ):
+        vocabulary: Iterable[str] | None = None,
+        vocab_size: int = 8000,
+        lowercase: bool = True,
+        strip_accents: bool = True,
+        min_frequency: int = 1,
+        max_chars: int = 1000,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size <= FIRST_ID:
             raise ValueError(
@@ -93,11 +96,11 @@ class WordPieceTokenizer(Tokenizer):
         self.strip_accents = strip_accents
         self.min_frequency = min_frequency
         self.max_chars = max_chars
-        self.vocabulary = None
+        self.vocabulary: list[str] | None = None
         if vocabulary is not None:
             self.set_vocabulary(vocabulary)
 
-    def set_vocabulary(self, vocabulary):
+    def set_vocabulary(self, vocabulary: Iterable[str]) -> None:
         """Use `vocabulary` (pieces for ids 4, 5, ...; no reserved tokens)."""
         vocabulary = [str(piece) for piece in vocabulary]
         if len(set(vocabulary)) != len(vocabulary):
@@ -116,7 +119,7 @@ class WordPieceTokenizer(Tokenizer):
             support_detokenization=True,
         )
 
-    def normalize(self, strings):
+    def normalize(self, strings: tf.Tensor) -> tf.Tensor:
         """(batch,) strings -> normalised strings (see the class docstring)."""
         if self.lowercase:
             strings = tf.strings.lower(strings, encoding="utf-8")
@@ -130,9 +133,9 @@ class WordPieceTokenizer(Tokenizer):
         strings = tf.strings.regex_replace(self.normalize(strings), PUNCTUATION, r" \1 ")
         return tf.strings.split(strings)
 
-    def train(self, texts):
+    def train(self, texts: TrainingTexts) -> "WordPieceTokenizer":
         words = tf.function(self._words, input_signature=[tf.TensorSpec([None], tf.string)])
-        counts = collections.Counter()
+        counts: collections.Counter[str] = collections.Counter()
         for batch in batched(texts):
             counts.update(w.decode("utf-8") for w in words(tf.constant(batch)).flat_values.numpy())
         if not counts:
@@ -150,24 +153,25 @@ class WordPieceTokenizer(Tokenizer):
         self.set_vocabulary([p for p in vocabulary if p not in RESERVED_TOKENS and p != SUFFIX])
         return self
 
-    def _check_trained(self):
+    def _check_trained(self) -> list[str]:
+        """The vocabulary; ValueError if there is none yet."""
         if self.vocabulary is None:
             raise ValueError("This WordPieceTokenizer has no vocabulary yet: call `train(texts)` or pass `vocabulary`.")
+        return self.vocabulary
 
-    def vocabulary_size(self):
-        self._check_trained()
-        return FIRST_ID + len(self.vocabulary)
+    def vocabulary_size(self) -> int:
+        return FIRST_ID + len(self._check_trained())
 
-    def tokenize(self, strings):
+    def tokenize(self, strings: tf.Tensor) -> tf.RaggedTensor:
         self._check_trained()
         # with pre-tokenisation on, FastWordpieceTokenizer gives (batch, pieces)
         return tf.cast(self._wordpiece.tokenize(self.normalize(strings)), tf.int32)
 
-    def ids_to_text(self, ids):
+    def ids_to_text(self, ids: tf.RaggedTensor) -> tf.Tensor:
         self._check_trained()
         return self._wordpiece.detokenize(tf.cast(ids, tf.int64))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {
