@@ -20,8 +20,9 @@ demo: $(STAMP)
 	$(BIN)/python recipes/sentiment.py --config sst2 \
 		--config demo --run-dir runs/demo --overwrite
 
+# two processes, each test file whole on one of them (its module fixtures built once)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gru.py

@@ -247,7 +247,7 @@ def test_decoding_options_go_in_the_columnar_format(lm_client, lm_export):
         "/v1/models/language-model:predict",
         json={"signature_name": "beam_search", "inputs": {"prompt": ["a"], "max_new_tokens": 3, "beam_width": 0}},
     )
-    assert beam.status_code == 400 and "beam_width must be >= 1" in beam.json()["error"]
+    assert beam.status_code == 400 and "beam_width must be in [1, 64]" in beam.json()["error"]
     wrong = lm_client.post(
         "/v1/models/language-model:predict",
         json={"signature_name": "generate", "inputs": {**inputs, "seed": 5, "top_k": 2.5}},

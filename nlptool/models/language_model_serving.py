@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from nlptool import decoding
 from nlptool.export import ServingModule
-from nlptool.tasks.base import AT_LEAST_ONE
+from nlptool.tasks.base import BEAM_WIDTH
 from nlptool.tokenizers import END_ID, PAD_ID, START_ID
 
 
@@ -117,7 +117,7 @@ class LanguageModelServing(ServingModule):
     )
     def beam_search(self, prompt, max_new_tokens, beam_width):
         """The most probable continuation found by a beam search (log-probability in `score`)."""
-        bounds = {**type(self.defaults).bounds(), "beam_width": AT_LEAST_ONE}
+        bounds = {**type(self.defaults).bounds(), "beam_width": BEAM_WIDTH}
         max_new_tokens, beam_width = decoding.checked(bounds, max_new_tokens=max_new_tokens, beam_width=beam_width)
         tokens, scores = self.beam_ids(prompt, max_new_tokens, beam_width)
         return {"text": self.tokenizer.detokenize(tokens), "score": scores}

@@ -50,6 +50,9 @@ POSITIVE = Range(0, low_open=True)
 RATE = Range(0, 1, high_open=True)  # dropout, label smoothing: [0, 1)
 OPEN_UNIT = Range(0, 1, low_open=True, high_open=True)  # (0, 1)
 PROBABILITY = Range(0, 1, low_open=True)  # (0, 1]
+# what one request may ask of a decoder, so that none takes long or much memory whatever it asks
+BEAM_WIDTH = Range(1, 64)  # hypotheses kept per input
+OUTPUT_TOKENS = Range(1, 1024)  # tokens of one output
 
 
 class Section:

@@ -86,7 +86,7 @@ class GenerationConfig(base.Section):
     max_prompt_tokens: int = 1024
 
     ranges = {
-        "max_new_tokens": base.AT_LEAST_ONE,
+        "max_new_tokens": base.OUTPUT_TOKENS,
         "max_prompt_tokens": base.AT_LEAST_ONE,
         "temperature": base.AT_LEAST_ZERO,  # 0: greedy
         "top_k": base.AT_LEAST_ZERO,
@@ -349,8 +349,8 @@ class LanguageModelTask(base.Task):
         if max_new_tokens is None:
             max_new_tokens = defaults["max_new_tokens"]
         if beam_width is not None:
-            if beam_width < 1:
-                raise UsageError(f"The beam width must be at least 1, got {beam_width}.")
+            if beam_width not in base.BEAM_WIDTH:
+                raise UsageError(f"beam_width must be {base.BEAM_WIDTH}, not {beam_width}.")
             outputs = signatures["beam_search"](
                 prompt=tf.constant(prompts),
                 max_new_tokens=tf.constant(max_new_tokens, tf.int32),

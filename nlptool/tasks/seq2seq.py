@@ -139,9 +139,9 @@ def decode(
     beam_width = values["beam_width"] if beam_width is None else beam_width
     if greedy and n_best != 1:
         raise UsageError("Greedy decoding gives one output per input; ask for n_best 1 or a beam search.")
-    if not greedy and (beam_width < 1 or not 1 <= n_best <= beam_width):
+    if not greedy and (beam_width not in base.BEAM_WIDTH or not 1 <= n_best <= beam_width):
         raise UsageError(
-            f"Need a beam width of at least 1 and 1 <= n_best <= beam width; "
+            f"Need a beam width {base.BEAM_WIDTH} and 1 <= n_best <= beam width; "
             f"got beam width {beam_width} and n_best {n_best}."
         )
     if rules is not None:

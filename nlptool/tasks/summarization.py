@@ -78,11 +78,11 @@ class DecodingConfig(base.Section):
     block_trigrams: bool = False  # no trigram twice in a summary
 
     ranges = {
-        "beam_width": base.AT_LEAST_ONE,
+        "beam_width": base.BEAM_WIDTH,
         "length_penalty": base.AT_LEAST_ZERO,
         "coverage_penalty": base.AT_LEAST_ZERO,
-        "min_length": base.AT_LEAST_ONE,
-        "max_length": base.AT_LEAST_ONE,
+        "min_length": base.AT_LEAST_ONE,  # and at most max_length (checked together below)
+        "max_length": base.OUTPUT_TOKENS,
     }
 
     def __post_init__(self):

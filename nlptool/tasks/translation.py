@@ -63,7 +63,7 @@ class DecodingConfig(base.Section):
     max_source_length: int = 200
 
     ranges = {
-        "beam_width": base.AT_LEAST_ONE,
+        "beam_width": base.BEAM_WIDTH,
         "max_source_length": base.AT_LEAST_ONE,
         "length_penalty": base.AT_LEAST_ZERO,
         "max_length_ratio": base.POSITIVE,

@@ -647,8 +647,9 @@ def test_export_in_a_fresh_process_generates_the_same_text(cli_run, exported):
 def test_predict_takes_a_list_of_prompts(cli_run):
     with pytest.raises(UsageError, match=r"not a single string"):
         runs.load(cli_run[0]).predict("the cat")
-    with pytest.raises(UsageError, match="beam width must be at least 1"):
-        runs.load(cli_run[0]).predict(["the cat"], beam_width=0)
+    for width in (0, 65):
+        with pytest.raises(UsageError, match=r"beam_width must be in \[1, 64\], not "):
+            runs.load(cli_run[0]).predict(["the cat"], beam_width=width)
 
 
 # === 7. training, resuming ===
@@ -807,7 +808,7 @@ def test_cli_evaluate_generate_export(cli_run, exported, files):
     code, _, err = run_cli(["export", run, export, "--version", "1"])
     assert code == 2 and "already exists" in err
     code, _, err = run_cli(["generate", export, "a", "--beam-width", "0"])
-    assert code == 2 and "beam width must be at least 1" in err
+    assert code == 2 and "beam_width must be in [1, 64], not 0." in err
     code, beam, _ = run_cli(["generate", export, "the cat", "--beam-width", "1", "--max-new-tokens", "6"])
     assert code == 0
     assert beam == run_cli(["generate", run, "the cat", "--temperature", "0", "--max-new-tokens", "6"])[1]
@@ -1165,7 +1166,8 @@ GENERATE = {"prompt": ["the"], "max_new_tokens": 3, "temperature": 1.0, "top_k":
         ("top_p", float("nan"), r"top_p must be in \(0, 1\]"),
         ("top_p", -1.0, r"top_p must be in \(0, 1\]"),
         ("top_k", -1, "top_k must be >= 0"),
-        ("max_new_tokens", -1, "max_new_tokens must be >= 1"),
+        ("max_new_tokens", -1, r"max_new_tokens must be in \[1, 1024\]"),
+        ("max_new_tokens", 1025, r"max_new_tokens must be in \[1, 1024\]"),
     ],
 )
 def test_generation_options_out_of_range_are_refused_by_the_export_and_the_api(exported, option, value, message):
@@ -1178,10 +1180,11 @@ def test_generation_options_out_of_range_are_refused_by_the_export_and_the_api(e
 
 def test_beam_search_with_no_new_tokens_is_refused_by_the_export(exported):
     beam = runs.load(exported[0]).signatures["beam_search"]
-    with pytest.raises(tf.errors.InvalidArgumentError, match="max_new_tokens must be >= 1"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"max_new_tokens must be in \[1, 1024\]"):
         call_signature(beam, prompt=["the"], max_new_tokens=-1, beam_width=2)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="beam_width must be >= 1"):
-        call_signature(beam, prompt=["the"], max_new_tokens=2, beam_width=0)
+    for width in (0, 65):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"beam_width must be in \[1, 64\]"):
+            call_signature(beam, prompt=["the"], max_new_tokens=2, beam_width=width)
 
 
 def test_a_prompt_is_read_up_to_its_last_max_prompt_tokens(exported):

@@ -498,8 +498,10 @@ def test_the_recipe_runs_on_a_tiny_setting(tmp_path):
         ("length_penalty", float("nan"), "length_penalty must be >= 0"),
         ("coverage_penalty", float("nan"), "coverage_penalty must be >= 0"),
         ("min_length", 0, "min_length must be >= 1"),
-        ("max_length", 0, "max_length must be >= 1"),
-        ("beam_width", 0, "beam_width must be >= 1"),
+        ("max_length", 0, r"max_length must be in \[1, 1024\]"),
+        ("max_length", 1025, r"max_length must be in \[1, 1024\]"),
+        ("beam_width", 0, r"beam_width must be in \[1, 64\]"),
+        ("beam_width", 65, r"beam_width must be in \[1, 64\]"),
     ],
 )
 def test_decoding_options_out_of_range_are_refused_by_the_export_and_the_api(overfit, option, value, message):
@@ -511,6 +513,6 @@ def test_decoding_options_out_of_range_are_refused_by_the_export_and_the_api(ove
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         call_signature(export.signatures["beam_search"], **arguments)
     # the API checks the beam width with n_best, in one message
-    api_message = "beam width of at least 1" if option == "beam_width" else message
+    api_message = r"Need a beam width in \[1, 64\] and 1 <= n_best" if option == "beam_width" else message
     with pytest.raises(UsageError, match=api_message):
         export.predict(TEXTS[:1], **{option: value})

@@ -1222,7 +1222,8 @@ def test_predict_takes_a_list_of_strings(overfit):
     [
         ("length_penalty", float("nan"), "length_penalty must be >= 0"),
         ("length_penalty", -0.5, "length_penalty must be >= 0"),
-        ("beam_width", 0, "beam_width must be >= 1"),
+        ("beam_width", 0, r"beam_width must be in \[1, 64\]"),
+        ("beam_width", 65, r"beam_width must be in \[1, 64\]"),
     ],
 )
 def test_decoding_options_out_of_range_are_refused_by_the_export_and_the_api(exported, option, value, message):
@@ -1231,7 +1232,7 @@ def test_decoding_options_out_of_range_are_refused_by_the_export_and_the_api(exp
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         call_signature(export.signatures["beam_search"], **arguments)
     # the API checks the beam width with n_best, in one message
-    api_message = "beam width of at least 1" if option == "beam_width" else message
+    api_message = r"Need a beam width in \[1, 64\] and 1 <= n_best" if option == "beam_width" else message
     with pytest.raises(UsageError, match=api_message):
         export.predict(SOURCES[:1], **{option: value})
 
