@@ -67,7 +67,7 @@ def train(
                             columns={"text": "review", "label": "stars"}, overrides=["training.epochs=2"])
     """
     registered = task_registry.get(task)
-    config = _resolve(registered.name, registered.config_class, config, overrides)
+    config = _resolve(registered, config, overrides)
     if train is not None and not isinstance(train, (str, os.PathLike)):
         data = registered.from_frames(train, validation, test, columns=columns, config=config)
         if max_train_examples is not None:
@@ -89,14 +89,15 @@ def train(
     return runs.train(registered, config, data, run_dir, options=options, overwrite=overwrite, verbose=verbose, say=say)
 
 
-def _resolve(task_name, config_class, config, overrides):
-    overrides = list(overrides)
+def _resolve(task, config, overrides):
+    """The config of `task` from `config` (None, shipped names or files, or an instance) and `overrides`."""
+    config_class, overrides = task.config_class, list(overrides)
     if config is None:
         return config_lib.resolve(config_class, [], overrides)
     if isinstance(config, config_class):
         return config_lib.resolve(config_class, [], overrides, base=config)
     names = [config] if isinstance(config, (str, os.PathLike)) else list(config)
-    return config_lib.resolve(config_class, [configs.find(name, task_name) for name in names], overrides)
+    return config_lib.resolve(config_class, [configs.find(name, task.name) for name in names], overrides)
 
 
 def load(path: str | os.PathLike[str]) -> runs.Run | runs.Exported:

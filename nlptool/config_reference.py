@@ -17,6 +17,7 @@ import inspect
 import io
 import sys
 import tokenize
+import types
 import typing
 from functools import cache
 from pathlib import Path
@@ -89,7 +90,7 @@ def _type_name(annotation: object) -> str:
     args = typing.get_args(annotation)
     if origin is typing.Literal:
         return " \\| ".join(f"`{arg!r}`".replace("'", '"') for arg in args)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return " \\| ".join("null" if arg is type(None) else _type_name(arg) for arg in args)
     if origin is not None:
         inner = ", ".join(_type_name(arg) for arg in args if arg is not Ellipsis)

@@ -54,7 +54,7 @@ def test_cli_lists_the_configs_and_refuses_an_unknown_one(capsys, tmp_path):
 
 def test_the_api_resolves_names_as_the_cli_does():
     task = tasks.get("sentiment")
-    by_name = api._resolve(task.name, task.config_class, ["sst2", "demo"], ["training.seed=7"])
+    by_name = api._resolve(task, ["sst2", "demo"], ["training.seed=7"])
     by_path = config_lib.resolve(
         task.config_class, [configs.find("sst2", task.name), configs.find("demo", task.name)], ["training.seed=7"]
     )
