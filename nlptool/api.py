@@ -35,7 +35,7 @@ def train(
     overwrite: bool = False,
     verbose: int = 2,
     **options: Any,
-) -> runs.Run:
+) -> "runs.Run | None":
     """Train `task` ("sentiment", "language-model", "translation") into
     `run_dir` and return the `Run` (evaluated on `test` when given).
 

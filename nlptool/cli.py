@@ -97,6 +97,12 @@ def add_config_arguments(parser):
     )
     group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config value")
     group.add_argument("--epochs", type=int, help="shorthand for --set training.epochs=N")
+    group.add_argument(
+        "--distribution",
+        choices=("none", "mirrored", "multi-worker"),
+        help="train on one device, every GPU of this machine, or the hosts of TF_CONFIG "
+        "(shorthand for --set training.distribution=...)",
+    )
 
 
 def add_column_arguments(group, task, defaults=True):
@@ -150,6 +156,8 @@ def resolve_config(task, args):
     overrides = list(args.set)
     if args.epochs is not None:
         overrides.append(f"training.epochs={args.epochs}")
+    if args.distribution is not None:
+        overrides.append(f"training.distribution={args.distribution}")
     files = [configs.find(name, task.name) for name in args.config]
     return task.configure(config_lib.resolve(task.config_class, files, overrides), args)
 
@@ -162,7 +170,7 @@ def command_train(args):
     source = data_source(args, task)
     start_tensorflow(args.verbose)
     run = runs.train(task, config, source, args.run_dir, options=task.train_options(args), overwrite=args.overwrite)
-    if run.metrics is not None:
+    if run is not None and run.metrics is not None:  # None: a worker other than the chief
         print(task.summary(run.metrics))
         print(f"wrote {run.path / runs.METRICS_FILE}")
 

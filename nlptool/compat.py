@@ -44,7 +44,9 @@ __all__ = [
     "loss_tracker",
     "moving_average_variables",
     "no_automatic_tracking",
+    "symbolic_build",
     "trainable_variables_of",
+    "unscaled_replica_loss",
 ]
 
 # compat function -> the private symbol it wraps
@@ -57,6 +59,8 @@ PRIVATE_APIS = {
     "trainable_variables_of": "keras.optimizers.Optimizer._trainable_variables",
     "compute_loss": "keras.Model._compute_loss",
     "loss_tracker": "keras.Model._loss_tracker",
+    "symbolic_build": "keras.Model._symbolic_build",
+    "unscaled_replica_loss": "keras.src.losses.loss.unscale_loss_for_distribution",
     "learn_wordpiece_vocabulary": "tensorflow_text.tools.wordpiece_vocab.wordpiece_tokenizer_learner_lib.learn",
 }
 
@@ -198,6 +202,40 @@ def loss_tracker(model):
     handle on it (it sits in `model.metrics` only after compile, by name).
     """
     return _attribute(model, "_loss_tracker", "loss_tracker")
+
+
+def symbolic_build(model, batch):
+    """Create every variable of the compiled `model` (layers, compiled
+    metrics and loss, optimizer) from the shapes of one `batch`, without
+    running it.
+
+    Wraps `keras.Model._symbolic_build`, which `fit` calls under a
+    tf.distribute strategy for the same reason.
+
+    Missing public API: under a strategy, variables must be created in the
+    strategy's scope and outside the replicated step; Keras creates the
+    compiled metrics' variables and the optimizer's lazily, on the first
+    step, and offers no public call that builds them all. nlptool's
+    distributed training loop (`nlptool.distribute`) builds them first.
+    """
+    method = _attribute(model, "_symbolic_build", "symbolic_build")
+    method(data_batch=batch)
+
+
+def unscaled_replica_loss(loss):
+    """`loss` as one replica computed it, before Keras divided it by the
+    number of replicas in sync (the identity without a strategy).
+
+    Wraps `keras.src.losses.loss.unscale_loss_for_distribution`.
+
+    Missing public API: under a tf.distribute strategy a compiled loss comes
+    back divided by the number of replicas, so that the summed gradients are
+    those of the mean; Keras's train_step undoes that for the `loss` it
+    logs, with this private function. A custom train_step that logs its
+    loss does the same.
+    """
+    losses = _module("keras.src.losses.loss", "unscaled_replica_loss")
+    return _attribute(losses, "unscale_loss_for_distribution", "unscaled_replica_loss")(loss)
 
 
 # --------------------------------------------------------------------------

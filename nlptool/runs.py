@@ -375,19 +375,27 @@ def train(
     overwrite: bool = False,
     verbose: int = 2,
     say: Callable[..., object] = print,
-) -> Run:
+) -> Run | None:
     """Train `task` (a name or a Task) with `config` on `data` (a
     DataSource, or Splits in memory) into `run_dir`; evaluate on the test
     data if there are any. Returns the Run.
 
     The data are read and checked before anything is written. The same
     request on an interrupted run directory resumes it exactly.
+
+    Under `training.distribution` multi-worker every worker calls this with
+    the same arguments; the chief writes `run_dir` and returns its Run, and
+    every other worker trains with it, keeps its own state beside it
+    (`nlptool.distribute.worker_dir`) and returns None.
     """
     import keras
 
-    from nlptool import training
+    from nlptool import distribute, training
 
     task = task_registry.get(task) if isinstance(task, str) else task
+    # first: MultiWorkerMirroredStrategy starts only before TensorFlow has run anything in this process
+    strategy = distribute.strategy(config.training.distribution)
+    worker = distribute.worker(config.training.distribution)
     options = dict(options or {})
     if isinstance(data, Splits):
         splits, source = data, DataSource(in_memory=True, fingerprint=fingerprint(data))
@@ -396,9 +404,10 @@ def train(
     else:
         raise TypeError(f"Expected a DataSource or Splits for argument `data`, got {type(data).__name__}.")
     say(task.describe(splits))
-    _check_folder(Path(run_dir))
-    with locked(run_dir, "training"):  # from the check of the directory to the end of the evaluation
-        run, fresh = Run.create(run_dir, task, config, source, options, overwrite=overwrite)
+    home = Path(run_dir) if worker.chief else distribute.worker_dir(run_dir, worker)
+    _check_folder(home)
+    with locked(home, "training"):  # from the check of the directory to the end of the evaluation
+        run, fresh = Run.create(home, task, config, source, options, overwrite=overwrite)
         if not fresh:
             say(f"resuming {run.path}")
         with run._removed_on_early_failure(fresh):
@@ -406,9 +415,11 @@ def train(
             config, preprocessing = task.prepare(config, splits, **options)
             config_lib.save_yaml(config, run.path / CONFIG_FILE)
             preprocessing.save(run.path, task.tokenizer_folders)
-            model = task.build_model(config, preprocessing)
-            task.initialize(model, preprocessing, **options)
-            task.compile(model, config)
+            distribute.check_same(strategy, worker, run.path, task.tokenizer_folders)
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():
+                model = task.build_model(config, preprocessing)
+                task.initialize(model, preprocessing, **options)
+                task.compile(model, config)
             epoch = training.epoch_variable()
             batches = task.datasets(config, preprocessing, splits, epoch)
             schedule, back_off = task.schedule(config)
@@ -417,6 +428,9 @@ def train(
                 model, batches, run.path, config.training, epoch, monitor, mode, schedule, back_off, verbose, say
             )
         epochs = training.epochs_run(run.path)
+        if not worker.chief:
+            say(f"worker {worker.index} trained {epochs} epochs with the chief, which writes {run_dir}")
+            return None
         say(f"trained {run.path} ({task.name}, {epochs} epoch{'' if epochs == 1 else 's'})")
         if splits.test is not None:
             run.metrics = run.evaluate(splits.test, split=splits.test_name)

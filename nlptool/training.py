@@ -34,7 +34,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nlptool import compat
+from nlptool import compat, distribute
+from nlptool.distribute import SharedClock
 from nlptool.errors import RunError
 from nlptool.files import replacing, sha256, write_atomically, write_json
 
@@ -125,10 +126,14 @@ class Backup(keras.callbacks.Callback):
     weights with the optimizer's state (`epoch-N.weights.h5`, N the epochs
     done) and the states of the layers' seed generators (`epoch-N.seeds.npz`;
     Keras's BackupAndRestore keeps no random state, so a resumed run would
-    draw other dropout masks), each to a temporary file renamed into place;
-    then `state.json`, renamed into place too, names them with their
-    SHA-256. A kill at any moment leaves the generation that state.json
-    named before. The previous generation is kept as well: `restore`
+    draw other dropout masks), each to a temporary file renamed into place.
+    The generation counts once `state.json`, renamed into place too, names
+    them with their SHA-256: `CommitBackup`, the last callback of the
+    epoch, writes it, after every other callback has written its own state
+    of the epoch (the history row, the best so far), so that a resumed run
+    finds all of them for the epoch it resumes after. A kill at any moment
+    leaves the generation that state.json named before. The previous
+    generation is kept as well: `restore`
     checks the latest and, if it is damaged (a truncated copy, a disk
     error), says so and falls back to the previous one. A normal end of
     training removes the backup; a stop on a non-finite loss keeps it.
@@ -139,7 +144,8 @@ class Backup(keras.callbacks.Callback):
     def __init__(self, folder, history=None, say=print):
         super().__init__()
         self.folder, self.history, self.say = Path(folder), history, say
-        self._previous = None  # the generation restored or last written: kept beside the next one
+        self._previous = None  # the generation restored or last committed: kept beside the next one
+        self._pending = None  # the generation written this epoch, until `commit`
 
     def _seed_states(self, model):
         return [v for v in model.variables if v.path.endswith("seed_generator_state")]
@@ -162,12 +168,18 @@ class Backup(keras.callbacks.Callback):
     def _generation(epoch):
         return {"epoch": epoch, "weights": f"epoch-{epoch}.weights.h5", "seeds": f"epoch-{epoch}.seeds.npz"}
 
-    def restore(self, model):
+    def restore(self, model, epoch=None):
         """Load the newest sound generation into `model` (built and
-        compiled); returns the epoch to start at (0 when there is none).
-        Rows of the history file (`history`, a CSVLogger's) from that epoch
-        on are dropped: they are trained again."""
-        start = self._restore(model) if self.folder.is_dir() else 0
+        compiled), or the one of `epoch` (0: none, start afresh); returns
+        the epoch to start at (0 when there is none). Rows of the history
+        file (`history`, a CSVLogger's) from that epoch on are dropped: they
+        are trained again. Workers that resume together and find
+        backups of different epochs all take the oldest one (see
+        `nlptool.distribute`): each keeps the generation before its newest."""
+        if epoch == 0:
+            start = 0
+        else:
+            start = self._restore(model, epoch) if self.folder.is_dir() else 0
         if self.history is not None and Path(self.history).is_file():
             lines = Path(self.history).read_text(encoding="utf-8").splitlines(keepends=True)
             kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) < start]
@@ -175,25 +187,35 @@ class Backup(keras.callbacks.Callback):
                 write_atomically(self.history, lambda stream: stream.write("".join(kept)))
         return start
 
-    def _restore(self, model):
+    def _restore(self, model, epoch=None):
         generations = self._generations()
+        if epoch is not None:
+            generations = [g for g in generations if int(g["epoch"]) == epoch]
+            if not generations:
+                raise RunError(
+                    f"The backup in {self.folder} has no generation of epoch {epoch}, which every worker must "
+                    "resume from; pass --overwrite (overwrite=True) to train the run afresh."
+                )
+        problems = []
         for generation in generations:
             problem = self._load(model, generation)
             if problem is None:
                 self._previous = generation
-                if generation is not generations[0]:
+                if generation is not generations[0] or epoch is not None:
                     self.say(f"Resuming from the backup of epoch {generation['epoch']} instead.")
                 return int(generation["epoch"])
+            problems.append(f"epoch {generation['epoch']}: {problem}")
             self.say(f"The backup of epoch {generation['epoch']} in {self.folder} is damaged ({problem}).")
         if generations:
             raise RunError(
-                f"No generation of the backup in {self.folder} can be loaded; "
+                f"No generation of the backup in {self.folder} can be loaded ({'; '.join(problems)}); "
                 "pass --overwrite (overwrite=True) to train the run afresh."
             )
         return 0
 
-    def _load(self, model, generation):
-        """Load one generation; the problem that prevents it, or None."""
+    def _damage(self, generation):
+        """What is wrong with the files of one generation (missing, or not
+        matching its checksum), or None."""
         for key in ("weights", "seeds"):
             path = self.folder / generation[key]
             if not path.is_file():
@@ -201,6 +223,20 @@ class Backup(keras.callbacks.Callback):
             expected = generation.get(f"{key}_sha256")
             if expected is not None and sha256(path) != expected:
                 return f"{path.name} does not match its checksum"
+        return None
+
+    def newest_sound_epoch(self):
+        """The epoch of the newest generation whose files are whole, without
+        loading it (0: none), for workers to agree on where to resume."""
+        if not self.folder.is_dir():
+            return 0
+        return max((int(g["epoch"]) for g in self._generations() if self._damage(g) is None), default=0)
+
+    def _load(self, model, generation):
+        """Load one generation; the problem that prevents it, or None."""
+        damage = self._damage(generation)
+        if damage is not None:
+            return damage
         try:
             if model.optimizer is not None and not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)
@@ -216,22 +252,31 @@ class Backup(keras.callbacks.Callback):
         return None
 
     def on_train_begin(self, logs=None):
-        self._sound = True
+        self._sound, self._pending = True, None
 
     def on_epoch_end(self, epoch, logs=None):
+        self._pending = None
         if not finite_loss(logs):
             self._sound = False  # keep the last good generation, and keep it at the end
             return
-        done = epoch + 1
-        generation = self._generation(done)
+        generation = self._generation(epoch + 1)
         with replacing(self.folder / generation["weights"]) as temporary:
             self.model.save_weights(temporary, overwrite=True)
         with replacing(self.folder / generation["seeds"]) as temporary:
             np.savez(temporary, **{f"state_{i}": np.asarray(v) for i, v in enumerate(self._seed_states(self.model))})
         for key in ("weights", "seeds"):
             generation[f"{key}_sha256"] = sha256(self.folder / generation[key])
+        self._pending = generation
+
+    def commit(self):
+        """Name the generation written at the end of this epoch in state.json
+        (with the one before it), and remove older files; nothing after an
+        epoch with a non-finite loss."""
+        generation, self._pending = self._pending, None
+        if generation is None:
+            return
         previous = self._previous
-        kept = [generation] + ([previous] if previous is not None and previous["epoch"] < done else [])
+        kept = [generation] + ([previous] if previous is not None and previous["epoch"] < generation["epoch"] else [])
         self._previous = generation
         write_json(self.folder / self.STATE, {"generations": kept})
         names = {g[key] for g in kept for key in ("weights", "seeds")} | {self.STATE}
@@ -242,6 +287,18 @@ class Backup(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._sound:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class CommitBackup(keras.callbacks.Callback):
+    """Commits the generation `backup` (a `Backup`) wrote this epoch. Place it
+    last: every callback before it has written its state of the epoch."""
+
+    def __init__(self, backup):
+        super().__init__()
+        self.backup = backup
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.backup.commit()
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -463,7 +520,8 @@ class CoveragePhase(keras.callbacks.Callback):
     (the checkpoint), with the model's `coverage_weight` set to `weight`,
     and runs `epochs` epochs; the checkpoint and early stopping choose among
     its epochs only. Each epoch logs `coverage_weight`. A stop after a
-    non-finite loss (StopOnNonFinite) is left alone.
+    non-finite loss (StopOnNonFinite) is left alone. Time is read from
+    `clock` (a `nlptool.distribute.SharedClock`; default: this process's).
 
     Place it after the checkpoint, early stopping and the time budget, and
     before ResumeBestSoFar. The phase's first epoch is kept beside the
@@ -471,8 +529,11 @@ class CoveragePhase(keras.callbacks.Callback):
     (after the backup restores), so a resumed run goes on exactly.
     """
 
-    def __init__(self, weight, epochs, total_epochs, checkpoint, early_stopping, backup_dir, max_minutes=None):
+    def __init__(
+        self, weight, epochs, total_epochs, checkpoint, early_stopping, backup_dir, max_minutes=None, clock=None
+    ):
         super().__init__()
+        self.clock = clock or SharedClock()
         if not epochs >= 1:
             raise ValueError(f"The coverage phase needs at least one epoch, got {epochs}.")
         self.weight, self.epochs, self.total_epochs = float(weight), int(epochs), int(total_epochs)
@@ -482,7 +543,8 @@ class CoveragePhase(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.start, self._starting = None, True
-        self.started_at, self.epochs_here = time.monotonic(), 0
+        self.clock.start()
+        self.epochs_here = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._starting:
@@ -500,7 +562,7 @@ class CoveragePhase(keras.callbacks.Callback):
             return False
         if self.seconds is None:
             return True
-        elapsed = time.monotonic() - self.started_at
+        elapsed = self.clock.elapsed()
         return elapsed + (self.epochs + 1) * elapsed / self.epochs_here <= self.seconds
 
     def on_epoch_end(self, epoch, logs=None):
@@ -523,18 +585,21 @@ class CoveragePhase(keras.callbacks.Callback):
 
 class TimeBudget(keras.callbacks.Callback):
     """Stops training after the epoch when another epoch would pass
-    `minutes` of training in this process (from the mean epoch time so far)."""
+    `minutes` of training in this process (from the mean epoch time so far),
+    on `clock` (a `nlptool.distribute.SharedClock`; default: this process's)."""
 
-    def __init__(self, minutes):
+    def __init__(self, minutes, clock=None):
         super().__init__()
         self.seconds = minutes * 60
+        self.clock = clock or SharedClock()
 
     def on_train_begin(self, logs=None):
-        self.start, self.epochs = time.monotonic(), 0
+        self.clock.start()
+        self.epochs = 0
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs += 1
-        elapsed = time.monotonic() - self.start
+        elapsed = self.clock.elapsed()
         if elapsed + elapsed / self.epochs > self.seconds:
             self.model.stop_training = True
 
@@ -561,6 +626,7 @@ def callbacks(
     max_minutes=None,
     phase=None,
     say=print,
+    clock=None,
 ):
     """The standard callbacks of a run in `run_dir`; `fit` restores the
     backup (the `Backup` among them) before training.
@@ -576,9 +642,11 @@ def callbacks(
         back_off: with `schedule`, the factor of `ScheduleWithBackOff`
             (None: none).
         max_minutes: the time budget (`TimeBudget`), None: none.
-        phase: None, or `phase(checkpoint, early_stopping, backup_dir)` ->
-            a callback that acts on their decisions (`CoveragePhase`).
+        phase: None, or `phase(checkpoint, early_stopping, backup_dir, clock)`
+            -> a callback that acts on their decisions (`CoveragePhase`).
         say: where the backup's messages go (a damaged backup, a fallback).
+        clock: what the time budget reads (`nlptool.distribute.SharedClock`,
+            the default: this process's clock).
 
     With an optimizer that keeps a moving average of the weights
     (`use_ema`), validation, the checkpoint and early stopping see the
@@ -586,6 +654,7 @@ def callbacks(
     `SwapAveragedWeights`).
     """
     run_dir = Path(run_dir)
+    clock = clock or SharedClock()
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     checkpoint = BestCheckpoint(run_dir / CHECKPOINT, monitor, mode)
     stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True)
@@ -595,27 +664,30 @@ def callbacks(
         rate = [ScheduleWithBackOff(schedule, back_off, checkpoint, run_dir / "backup")]
     elif back_off is not None:
         raise ValueError("A back-off needs a schedule of learning rates to act on.")
+    backup = Backup(run_dir / "backup", history=run_dir / "history.csv", say=say)
     return [
         StopOnNonFinite(),  # first: a diverged epoch's logs are NaN for everything after it
         EpochCounter(epoch),
         *rate,
-        Backup(run_dir / "backup", history=run_dir / "history.csv", say=say),
+        backup,
         SwapAveragedWeights(),  # after the backup
         checkpoint,
         stopping,
-        *([TimeBudget(max_minutes)] if max_minutes is not None else []),
-        *([phase(checkpoint, stopping, run_dir / "backup")] if phase is not None else []),
+        *([TimeBudget(max_minutes, clock)] if max_minutes is not None else []),
+        *([phase(checkpoint, stopping, run_dir / "backup", clock)] if phase is not None else []),
         ResumeBestSoFar(run_dir / "backup", checkpoint, stopping),  # after the two it keeps
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
+        CommitBackup(backup),  # last: the epoch counts once every state of it is written
     ]
 
 
-def restore(model, run_callbacks):
+def restore(model, run_callbacks, epoch=None):
     """Load the backup of the `callbacks` list `run_callbacks` into `model`
-    (built and compiled); returns the epoch to start at, for `fit`'s
-    `initial_epoch` (0: the run has no backup yet)."""
-    return next(c for c in run_callbacks if isinstance(c, Backup)).restore(model)
+    (built and compiled), its newest generation or that of `epoch`; returns
+    the epoch to start at, for `fit`'s `initial_epoch` (0: the run has no
+    backup yet)."""
+    return next(c for c in run_callbacks if isinstance(c, Backup)).restore(model, epoch)
 
 
 # === The training loop of every task ===
@@ -629,10 +701,11 @@ def optimizer(config, kind="adam"):
     options = {"global_clipnorm": config.clip_norm}
     if config.ema_momentum is not None:
         options.update(use_ema=True, ema_momentum=config.ema_momentum)
+    # under a tf.distribute strategy, clipping acts on the gradient summed over the replicas
     if kind == "sgd":
-        return keras.optimizers.SGD(config.learning_rate, **options)
+        return distribute.clip_after_sum(keras.optimizers.SGD)(config.learning_rate, **options)
     if kind == "adam":
-        return keras.optimizers.Adam(config.learning_rate, **options)
+        return distribute.clip_after_sum(keras.optimizers.Adam)(config.learning_rate, **options)
     raise ValueError(f"Received an invalid value for argument `kind`, expected 'adam' or 'sgd', got {kind!r}.")
 
 
@@ -642,7 +715,16 @@ def fit(model, batches, run_dir, config, epoch, monitor, mode, schedule=None, ba
     `TrainingConfig`) and exact resume (from the backup, if the run has
     one); then write training.json (seconds of this process, epochs of the
     run so far, and `batches.info`). Raises `Diverged`, and writes no
-    training.json, if the loss stops being finite."""
+    training.json, if the loss stops being finite.
+
+    Under `config.distribution` "mirrored" or "multi-worker" the model must
+    have been built and compiled in the strategy's scope
+    (`nlptool.distribute.strategy`), and training goes through
+    `nlptool.distribute.fit`; a worker other than the chief passes its own
+    folder as `run_dir` (`nlptool.distribute.worker_dir`)."""
+    strategy = distribute.strategy(config.distribution)
+    worker = distribute.worker(config.distribution)
+    gather = distribute.gathered(strategy, worker)
     run_callbacks = callbacks(
         run_dir,
         epoch,
@@ -654,20 +736,46 @@ def fit(model, batches, run_dir, config, epoch, monitor, mode, schedule=None, ba
         max_minutes=config.max_minutes,
         phase=batches.phase,
         say=say,
+        clock=SharedClock(gather),
     )
     guard = next(c for c in run_callbacks if isinstance(c, StopOnNonFinite))
-    initial_epoch = restore(model, run_callbacks)
     started = time.monotonic()
-    model.fit(
-        batches.train,
-        validation_data=batches.validation,
-        epochs=config.epochs,
-        initial_epoch=initial_epoch,
-        callbacks=run_callbacks,
-        shuffle=False,  # the pipelines order the data, by (seed, epoch)
-        verbose=verbose,
-        **batches.fit_options,
-    )
+    if strategy is None:
+        model.fit(
+            batches.train,
+            validation_data=batches.validation,
+            epochs=config.epochs,
+            initial_epoch=restore(model, run_callbacks),
+            callbacks=run_callbacks,
+            shuffle=False,  # the pipelines order the data, by (seed, epoch)
+            verbose=verbose,
+            **batches.fit_options,
+        )
+    else:
+        unknown = sorted(set(batches.fit_options) - {"class_weight"})
+        if unknown:
+            raise ValueError(f"Training under a strategy takes no fit option {unknown}.")
+        backup = next(c for c in run_callbacks if isinstance(c, Backup))
+        newest = backup.newest_sound_epoch()
+        common = int(min(gather(newest)))  # the newest epoch that every worker's backup holds
+        if common != newest:
+            say(f"Another worker's backup ends at epoch {common}: resuming from there.")
+        with strategy.scope():
+            compat.symbolic_build(model, next(iter(batches.train)))  # every variable, before the replicated step
+            # every worker loads once, at the same point: loading weights is a collective under multi-worker
+            initial_epoch = restore(model, run_callbacks, epoch=common)
+        distribute.fit(
+            model,
+            strategy,
+            worker,
+            batches.train,
+            batches.validation,
+            config.epochs,
+            initial_epoch,
+            run_callbacks,
+            class_weight=batches.fit_options.get("class_weight"),
+            verbose=verbose if worker.chief else 0,
+        )
     if guard.diverged is not None:
         raise Diverged(run_dir, *guard.diverged, checkpoint=(Path(run_dir) / CHECKPOINT).is_file())
     summary = {"seconds": time.monotonic() - started, "epochs": epochs_run(run_dir), **batches.info}

@@ -224,6 +224,50 @@ def test_loss_tracker():
     )
 
 
+def test_symbolic_build():
+    model = fixed_model(keras.Model)
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    batch = (tf.ones((3, 2)), tf.ones((3, 1)))
+    with private_api("symbolic_build"):
+        compat.symbolic_build(model, batch)
+    assert model.optimizer.built, f"{about('symbolic_build')}: the optimizer's variables must exist"
+    names = [variable.path for metric in model.metrics for variable in metric.variables]
+    assert "mean_absolute_error/total" in names, f"{about('symbolic_build')}: the compiled metrics' variables: {names}"
+    model.evaluate(*batch, verbose=0)  # and nothing was run: the step still traces and runs from here
+    assert int(model.optimizer.iterations.numpy()) == 0
+
+
+UNSCALED = """
+import json, tensorflow as tf
+(cpu,) = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from nlptool import compat
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+loss = keras.losses.MeanSquaredError()
+
+def replica():
+    scaled = loss(tf.ones((2, 1)), tf.zeros((2, 1)))  # 1 on one device; 1 / 2 on each of two replicas
+    return scaled, compat.unscaled_replica_loss(scaled)
+
+values = strategy.run(replica)
+print(json.dumps([[float(v) for v in strategy.experimental_local_results(value)] for value in values]))
+"""
+
+
+def test_unscaled_replica_loss():
+    import json
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", UNSCALED], capture_output=True, text=True, timeout=120)
+    with private_api("unscaled_replica_loss"):
+        if "PrivateAPIError" in done.stderr:
+            raise compat.PrivateAPIError("unscaled_replica_loss")
+    assert done.returncode == 0, done.stderr[-2000:]
+    scaled, unscaled = json.loads(done.stdout.strip().splitlines()[-1])
+    assert scaled == [0.5, 0.5] and unscaled == [1.0, 1.0], f"{about('unscaled_replica_loss')}: {scaled}, {unscaled}"
+
+
 def test_in_save_context(tmp_path):
     seen = []
 

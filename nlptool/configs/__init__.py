@@ -73,6 +73,5 @@ def find(name: str | Path, task: str) -> Path:
             return config.path
     names = ", ".join(config.name for config in shipped(task)) or "none"
     raise UsageError(
-        f"--config {name!r} is neither a file nor a shipped {task} config (those are: {names}; "
-        f"see `nlptool configs`)."
+        f"--config {name!r} is neither a file nor a shipped {task} config (those are: {names}; see `nlptool configs`)."
     )

@@ -114,7 +114,8 @@ class AdversarialClassifier(keras.Model):
                 self, x=x, y=y, y_pred=adversarial_pred, sample_weight=sample_weight, training=True
             )
             total = loss + adversarial_loss
-        compat.loss_tracker(self).update_state(loss, sample_weight=tf.shape(x)[0])
+        # under a strategy the compiled loss comes divided by the replicas; the log is the replica's own
+        compat.loss_tracker(self).update_state(compat.unscaled_replica_loss(loss), sample_weight=tf.shape(x)[0])
         gradients = tape.gradient(self.optimizer.scale_loss(total), self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

@@ -33,6 +33,7 @@ step's attention weights.
 import keras
 import tensorflow as tf
 
+from nlptool import distribute
 from nlptool.layers import GRU, BahdanauAttention
 from nlptool.models.losses import TokenNLL, perplexity, smoothed_nll
 from nlptool.tokenizers import PAD_ID, START_ID
@@ -272,27 +273,37 @@ class AttentionEncoderDecoder(keras.Model):
         return (*smoothed_nll(scores, target_output, self.label_smoothing), extras)
 
     def _record(self, loss_sum, nll_sum, count, extras):
+        """Update the metrics with one batch's sums; returns (the training
+        loss: the smoothed loss and the weighted extra losses per target
+        token of the global batch, the logs). Under a tf.distribute strategy
+        each replica holds part of the batch, and its loss is its share, so
+        that the replicas' summed gradients are those of the whole batch."""
+        total = tf.maximum(distribute.global_sum(count), 1.0)
+        share = count / total  # of the global batch's target tokens
+        replicas = tf.cast(tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32)
         self.smoothed.update_state(loss_sum, count)
         self.nll.update_state(nll_sum, count)
-        logs = {"loss": self.smoothed.result(), "nll": self.nll.result(), "perplexity": perplexity(self.nll.result())}
+        loss = loss_sum / total
+        weights = self.extra_loss_weights()
         for name, value in extras.items():
-            self.extra_trackers[name].update_state(value)
-            logs[name] = self.extra_trackers[name].result()
-        return logs
+            # a per-token mean of this replica's tokens: weighted by its share, the replicas add up to the batch's
+            loss += tf.cast(weights[name], value.dtype) * value * share
+            self.extra_trackers[name].update_state(value * share * replicas, sample_weight=1.0 / replicas)
+        return loss, self.get_metrics_result()
+
+    def get_metrics_result(self):
+        logs = {"loss": self.smoothed.result(), "nll": self.nll.result(), "perplexity": perplexity(self.nll.result())}
+        return {**logs, **{name: tracker.result() for name, tracker in self.extra_trackers.items()}}
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            loss_sum, nll_sum, count, extras = self._token_losses(data, training=True)
-            loss = loss_sum / tf.maximum(count, 1.0)
-            weights = self.extra_loss_weights()
-            for name, value in extras.items():
-                loss += tf.cast(weights[name], value.dtype) * value
+            loss, logs = self._record(*self._token_losses(data, training=True))
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        return self._record(loss_sum, nll_sum, count, extras)
+        return logs
 
     def test_step(self, data):
-        return self._record(*self._token_losses(data, training=False))
+        return self._record(*self._token_losses(data, training=False))[1]
 
     @property
     def metrics(self):

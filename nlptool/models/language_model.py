@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nlptool import compat
+from nlptool import compat, distribute
 from nlptool.layers import GRU
 from nlptool.models.losses import TokenNLL, perplexity, token_nll
 from nlptool.tokenizers import END_ID, PAD_ID
@@ -277,9 +277,26 @@ class LanguageModel(keras.Model):
     def carry_states(self, batch_size):
         """Create the variables that carry the GRU states between windows of
         `batch_size` columns (not weights: never saved). Call before `fit`
-        or `evaluate` with `window_dataset` batches of that size."""
+        or `evaluate` with `window_dataset` batches of that size.
+
+        Under a tf.distribute strategy (call it in the strategy's scope) each
+        replica carries the states of its own columns, batch_size / replicas
+        of them (see `nlptool.distribute.replica_batches`)."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if batch_size % replicas:
+            raise ValueError(
+                f"A language model's batch of {batch_size} columns cannot be split evenly over {replicas} replicas: "
+                f"choose a training.batch_size that {replicas} divides."
+            )
         self._carried = [
-            tf.Variable(tf.zeros((batch_size, self.units)), trainable=False, name=f"carried_state_{i}")
+            tf.Variable(
+                tf.zeros((batch_size // replicas, self.units)),
+                trainable=False,
+                name=f"carried_state_{i}",
+                # one copy per replica, each written and read by its own replica only
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
             for i in range(self.num_layers)
         ]
 
@@ -294,6 +311,9 @@ class LanguageModel(keras.Model):
         for variable, state in zip(self._carried, states):
             variable.assign(tf.stop_gradient(state))
         self.nll.update_state(nll_sum, count)
+        return self.get_metrics_result()
+
+    def get_metrics_result(self):
         mean = self.nll.result()
         return {"loss": mean, "perplexity": perplexity(mean)}
 
@@ -305,7 +325,7 @@ class LanguageModel(keras.Model):
                 nll_sum, count = self.sampled_nll(outputs, targets)
             else:
                 nll_sum, count = token_nll(self.logits(outputs, training=True), targets)
-            loss = nll_sum / tf.maximum(count, 1.0)
+            loss = nll_sum / tf.maximum(distribute.global_sum(count), 1.0)  # of the global batch's tokens
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         logs = self._record(nll_sum, count, new_states)

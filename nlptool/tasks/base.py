@@ -118,6 +118,9 @@ class TrainingConfig(Section):
     # times this (see training.ScheduleWithBackOff); null: go on from where training is
     lr_backoff: float | None = None
     validation_fraction: float = 0.05  # held out of the training data when no validation data is given
+    # none: one device; mirrored: every GPU of this machine; multi-worker: the hosts of TF_CONFIG
+    # (see the scale-out guide); batch_size stays the global batch
+    distribution: Literal["none", "mirrored", "multi-worker"] = "none"
 
     ranges = {
         "epochs": AT_LEAST_ONE,
@@ -211,7 +214,7 @@ class Batches:
     info: dict = dataclasses.field(default_factory=dict)  # joins training.json (tokens, examples)
     fit_options: dict = dataclasses.field(default_factory=dict)  # more keyword arguments of Model.fit
     # a callback that acts on the checkpoint's and early stopping's decisions:
-    # phase(checkpoint, early_stopping, backup_dir), e.g. training.CoveragePhase
+    # phase(checkpoint, early_stopping, backup_dir, clock), e.g. training.CoveragePhase
     phase: Any = None
 
 

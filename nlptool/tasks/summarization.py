@@ -210,12 +210,24 @@ class SummarizationTask(PairTask):
         phase = None
         if config.model.coverage:
 
-            def phase(checkpoint, stopping, backup_dir):
+            def phase(checkpoint, stopping, backup_dir, clock):
                 return training.CoveragePhase(
-                    t.coverage_weight, t.coverage_epochs, t.epochs, checkpoint, stopping, backup_dir, t.max_minutes
+                    t.coverage_weight,
+                    t.coverage_epochs,
+                    t.epochs,
+                    checkpoint,
+                    stopping,
+                    backup_dir,
+                    t.max_minutes,
+                    clock,
                 )
 
-        return base.Batches(train, validation, info={"target_tokens_per_epoch": target_tokens}, phase=phase)
+        return base.Batches(
+            train,
+            validation,
+            info={"train_examples": int(target.nrows()), "target_tokens_per_epoch": target_tokens},
+            phase=phase,
+        )
 
     # --- evaluation, serving, prediction ---
 

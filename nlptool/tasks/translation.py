@@ -178,7 +178,7 @@ class TranslationTask(PairTask):
         return base.Batches(
             batch_pairs(train_source, train_target, t.batch_size, shuffle=True, seed=t.seed, epoch=epoch),
             pair_dataset(*tokenizers, splits.validation, t.batch_size),
-            info={"target_tokens_per_epoch": target_tokens},
+            info={"train_examples": int(train_target.nrows()), "target_tokens_per_epoch": target_tokens},
         )
 
     # --- evaluation, serving, prediction ---
