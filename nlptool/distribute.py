@@ -323,10 +323,12 @@ class SharedClock:
         return max(self._gather(time.monotonic() - self._started))
 
 
-def _step_function(strategy, model, step):
-    """A tf.function: one distributed batch through `step` (the model's
-    train_step or test_step) on every replica; returns the step's logs,
-    each read from the metrics summed over every replica."""
+def _step_function(strategy, model, step, data):
+    """A tf.function: one batch of `data` (a distributed dataset) through
+    `step` (the model's train_step or test_step) on every replica; returns
+    the step's logs, each read from the metrics summed over every replica.
+    Its signature is the dataset's element spec (unknown lengths stay
+    unknown), so that batches of new lengths do not trace it again."""
     import tensorflow as tf
 
     def run(batch):
@@ -340,7 +342,7 @@ def _step_function(strategy, model, step):
             )
         return {key: exact[key] for key in outputs}
 
-    return tf.function(run, reduce_retracing=True)
+    return tf.function(run, input_signature=[data.element_spec])
 
 
 def fit(model, strategy, worker, train, validation, epochs, initial_epoch, callbacks, class_weight=None, verbose=2):
@@ -352,8 +354,8 @@ def fit(model, strategy, worker, train, validation, epochs, initial_epoch, callb
 
     train_data = replica_batches(strategy, with_class_weights(train, class_weight))
     validation_data = replica_batches(strategy, validation)
-    train_step = _step_function(strategy, model, model.train_step)
-    test_step = _step_function(strategy, model, model.test_step)
+    train_step = _step_function(strategy, model, model.train_step, train_data)
+    test_step = _step_function(strategy, model, model.test_step, validation_data)
     gather = gathered(strategy, worker)
     callback_list = keras.callbacks.CallbackList(
         callbacks, add_history=True, add_progbar=verbose != 0, model=model, verbose=verbose, epochs=epochs, steps=None
