@@ -189,6 +189,7 @@ class Backup(keras.callbacks.Callback):
 
     def _restore(self, model, epoch=None):
         generations = self._generations()
+        newest = generations[0] if generations else None
         if epoch is not None:
             generations = [g for g in generations if int(g["epoch"]) == epoch]
             if not generations:
@@ -201,7 +202,7 @@ class Backup(keras.callbacks.Callback):
             problem = self._load(model, generation)
             if problem is None:
                 self._previous = generation
-                if generation is not generations[0] or epoch is not None:
+                if generation is not newest:
                     self.say(f"Resuming from the backup of epoch {generation['epoch']} instead.")
                 return int(generation["epoch"])
             problems.append(f"epoch {generation['epoch']}: {problem}")
