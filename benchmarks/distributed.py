@@ -217,9 +217,8 @@ def run(args):
         for repeat in range(args.repeats):
             for task in args.tasks:
                 for layout in layouts:
-                    result = measure(
-                        task, layout, args.examples, scratch / f"{task}-{len(measured)}", checkouts[layout]
-                    )
+                    examples = args.examples or EXAMPLES[task]
+                    result = measure(task, layout, examples, scratch / f"{task}-{layout}", checkouts[layout])
                     measured[task][layout].append(result)
                     print(
                         f"{task} / {layout} / repeat {repeat + 1}: {result['count'] / result['seconds']:.0f} "
