@@ -30,6 +30,7 @@ BENCHMARKS = (
     "transfer",
     "summarization",
     "serving",
+    "distributed",
     "cli_startup",
     "fuzz",
 )

@@ -37,7 +37,9 @@ def train(
     **options: Any,
 ) -> "runs.Run | None":
     """Train `task` ("sentiment", "language-model", "translation") into
-    `run_dir` and return the `Run` (evaluated on `test` when given).
+    `run_dir` and return the `Run` (evaluated on `test` when given); with
+    `training.distribution` multi-worker, on a worker other than the chief,
+    None (the chief writes the run).
 
     Args:
         task: a registered task name.

@@ -229,3 +229,14 @@ def test_a_language_model_batch_must_split_evenly(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "batch of 3 columns cannot be split evenly over 2 replicas" in done.stdout, done.stderr[-2000:]
+
+
+def test_the_command_line_refuses_multi_worker_without_tf_config_before_writing(tmp_path, monkeypatch, capsys):
+    from nlptool.cli import main
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample_sentiment.csv"
+    arguments = ["train", "sentiment", "--train-file", str(sample), "--run-dir", str(tmp_path / "run")]
+    assert main([*arguments, "--distribution", "multi-worker"]) == 2
+    assert "TF_CONFIG environment variable, which is not set" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

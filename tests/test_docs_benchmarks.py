@@ -33,6 +33,7 @@ EXPECTED = {
     "transfer": lambda r: [[None] * len(r["rows"])],
     "summarization": lambda r: [[row["name"] for row in r["rows"]]],
     "serving": lambda r: [[kind for kind, result in r["results"].items() for _ in result["http"]]],
+    "distributed": lambda r: [[row["task"] for row in r["rows"]]],
     "cli_startup": lambda r: [[f"`{row['command']}`" for row in r["rows"]]],
     "fuzz": lambda r: [] if r is None else [[None] * sum(len(row["bands"]) for row in r["rows"])],
 }
