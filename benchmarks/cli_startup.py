@@ -24,7 +24,6 @@ import argparse
 import importlib.metadata
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from docs_section import day, machine
+from docs_section import day, machine, this_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "cli_startup.json"
@@ -165,7 +164,7 @@ def main():
     result = {
         "benchmark": "cli_startup",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": this_machine(),
         "versions": {"tensorflow": version("tensorflow"), "keras": version("keras")},
         "interpreter": sys.executable,
         "environment": {

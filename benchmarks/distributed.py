@@ -43,7 +43,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from docs_section import day, machine
+from docs_section import day, machine, this_machine
 
 from nlptool.distribute import local_cluster
 
@@ -248,7 +248,7 @@ def run(args):
             rows.append(row)
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_description(),
+        "machine": this_machine(),
         "versions": {name: importlib.metadata.version(name) for name in ("tensorflow", "keras")},
         "examples": {task: args.examples or EXAMPLES[task] for task in args.tasks},
         "repeats": args.repeats,
@@ -258,12 +258,6 @@ def run(args):
         },
         "rows": rows,
     }
-
-
-def machine_description():
-    import platform
-
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
 
 
 def table(result):

@@ -70,6 +70,14 @@ def day(timestamp):
     return timestamp[:10]
 
 
+def this_machine():
+    """The machine entry of a results file: CPU count, platform and Python version of this machine."""
+    import os
+    import platform
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+
+
 def machine(described, versions=None):
     """'2 CPU cores (Linux-..., Python 3.11.7; TensorFlow 2.21.0, ...)' from a results file's machine entry."""
     described = described or {}
