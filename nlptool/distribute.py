@@ -18,7 +18,7 @@ one device. What it guarantees:
 
 * Same steps as one device. The config's batch size is the global batch:
   every worker reads the same batches, and each replica takes its own
-  contiguous rows of each (`replica_batches`). Gradients are summed over
+  contiguous rows of each (`replica_rows`). Gradients are summed over
   the replicas; each task's loss is divided by the global batch's count
   (examples, or target tokens through `global_sum`), and gradient clipping
   acts on the summed gradient (`ClipAfterSum`). Without dropout the
@@ -190,43 +190,28 @@ def check_same(strategy, worker, run_dir, folders):
 # === Data ===
 
 
-def replica_batches(strategy, dataset):
-    """`dataset` (global batches) distributed over the replicas of
-    `strategy` (see `replica_parts`)."""
-    return strategy.distribute_datasets_from_function(lambda context: replica_parts(dataset, context))
+def replica_rows(element, replica, replicas):
+    """The rows of `element` (a global batch: a nest of tensors) that replica
+    `replica` of `replicas` trains on: replica r of R takes rows
+    [r n / R, (r + 1) n / R) of a batch of n rows, the same rows whichever
+    worker holds it (a scalar of the batch goes to every replica). A
+    language model's windows thus keep their columns on the same replica
+    from one step to the next. Every worker reads the same global batches.
 
-
-def replica_parts(dataset, context):
-    """The input pipeline `context` (a `tf.distribute.InputContext`) reads
-    from `dataset` (global batches): every pipeline reads the same batches,
-    and replica r of R takes rows [r n / R, (r + 1) n / R) of a batch of n
-    rows, the same rows whichever worker holds it (a scalar of the batch goes
-    to every replica). The parts of a pipeline's replicas follow each other,
-    in replica order, as `distribute_datasets_from_function` hands them out.
-    A language model's windows thus keep their columns on the same replica
-    from one step to the next."""
+    The step slices the batch itself instead of reading a distributed
+    dataset: iterating one (`distribute_datasets_from_function`) on the
+    pinned TensorFlow leaves every function traced afterwards in the
+    process twice as slow on CPU, with half its time in page faults
+    (docs/experiments/2026-12-07-distribution.md)."""
     import tensorflow as tf
 
-    replicas = context.num_replicas_in_sync
-    here = replicas // context.num_input_pipelines
-    first = context.input_pipeline_id * here
-
-    def parts(*element):
-        element = element[0] if len(element) == 1 else element
-        batched = [t for t in tf.nest.flatten(element) if t.shape.rank != 0]
-        rows = tf.shape(batched[0], out_type=tf.int64)[0]
-
-        def part(replica):
-            low, high = replica * rows // replicas, (replica + 1) * rows // replicas
-            rows_of = lambda t: t if t.shape.rank == 0 else t[low:high]  # noqa: E731 (a scalar: every replica's)
-            return tf.data.Dataset.from_tensors(tf.nest.map_structure(rows_of, element))
-
-        result = part(first)
-        for replica in range(first + 1, first + here):
-            result = result.concatenate(part(replica))
-        return result
-
-    return dataset.flat_map(parts)
+    if replicas == 1:
+        return element
+    batched = [t for t in tf.nest.flatten(element) if t.shape.rank != 0]
+    rows = tf.shape(batched[0], out_type=tf.int32)[0]
+    replica = tf.cast(replica, tf.int32)
+    low, high = replica * rows // replicas, (replica + 1) * rows // replicas
+    return tf.nest.map_structure(lambda t: t if t.shape.rank == 0 else t[low:high], element)
 
 
 def with_class_weights(dataset, class_weight):
@@ -324,15 +309,20 @@ class SharedClock:
 
 
 def _step_function(strategy, model, step, data):
-    """A tf.function: one batch of `data` (a distributed dataset) through
-    `step` (the model's train_step or test_step) on every replica; returns
-    the step's logs, each read from the metrics summed over every replica.
-    Its signature is the dataset's element spec (unknown lengths stay
-    unknown), so that batches of new lengths do not trace it again."""
+    """A tf.function: one global batch of `data` through `step` (the model's
+    train_step or test_step) on every replica, each on its own rows
+    (`replica_rows`); returns the step's logs, each read from the metrics
+    summed over every replica. Its signature is the dataset's element spec
+    (unknown lengths stay unknown), so that batches of new lengths do not
+    trace it again."""
     import tensorflow as tf
 
+    def replica_step(batch):
+        context = tf.distribute.get_replica_context()
+        return step(replica_rows(batch, context.replica_id_in_sync_group, context.num_replicas_in_sync))
+
     def run(batch):
-        outputs = strategy.run(step, args=(batch,))
+        outputs = strategy.run(replica_step, args=(batch,))
         exact = model.get_metrics_result()  # cross-replica: the metrics' variables summed over the replicas
         missing = sorted(set(outputs) - set(exact))
         if missing:
@@ -352,8 +342,8 @@ def fit(model, strategy, worker, train, validation, epochs, initial_epoch, callb
     as Keras's `fit(shuffle=False)` does on one device."""
     import keras
 
-    train_data = replica_batches(strategy, with_class_weights(train, class_weight))
-    validation_data = replica_batches(strategy, validation)
+    train_data = with_class_weights(train, class_weight)
+    validation_data = validation
     train_step = _step_function(strategy, model, model.train_step, train_data)
     test_step = _step_function(strategy, model, model.test_step, validation_data)
     gather = gathered(strategy, worker)

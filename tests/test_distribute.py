@@ -146,17 +146,14 @@ def test_killed_worker_and_restarted_job_end_as_an_uninterrupted_run(tmp_path, o
 # === The parts, in this process ===
 
 
-def test_replica_parts_give_each_replica_its_rows_in_order():
-    batches = tf.data.Dataset.from_tensor_slices(np.arange(2 * 5 * 3).reshape(2, 5, 3)).map(
-        lambda b: (b, b[:, 0], True)
-    )
-    # 4 replicas over 2 workers: worker 1 holds replicas 2 and 3
-    context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=4)
-    parts = [tuple(np.asarray(t).tolist() for t in element) for element in distribute.replica_parts(batches, context)]
-    rows = [[0, 3, 6, 9, 12], [15, 18, 21, 24, 27]]  # first column of each batch's 5 rows
-    # replica r takes rows [5r / 4, 5(r + 1) / 4): replica 2 rows 2..2, replica 3 rows 3..4
-    assert [p[1] for p in parts] == [rows[0][2:3], rows[0][3:5], rows[1][2:3], rows[1][3:5]]
-    assert all(p[2] is True for p in parts)  # a scalar goes to every replica
+def test_replica_rows_give_each_replica_its_rows():
+    batch = (tf.reshape(tf.range(5 * 3), (5, 3)), tf.range(5) * 10, tf.constant(True))
+    # replica r of 4 takes rows [5r / 4, 5(r + 1) / 4) of 5: 0..0, 1..1, 2..2, 3..4
+    parts = [distribute.replica_rows(batch, replica, 4) for replica in range(4)]
+    assert [p[1].numpy().tolist() for p in parts] == [[0], [10], [20], [30, 40]]
+    assert [p[0].numpy()[:, 0].tolist() for p in parts] == [[0], [3], [6], [9, 12]]
+    assert all(bool(p[2]) for p in parts)  # a scalar goes to every replica
+    assert distribute.replica_rows(batch, 0, 1) is batch
 
 
 def test_class_weights_become_sample_weights():

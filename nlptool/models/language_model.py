@@ -281,7 +281,7 @@ class LanguageModel(keras.Model):
 
         Under a tf.distribute strategy (call it in the strategy's scope) each
         replica carries the states of its own columns, batch_size / replicas
-        of them (see `nlptool.distribute.replica_batches`)."""
+        of them (see `nlptool.distribute.replica_rows`)."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         if batch_size % replicas:
             raise ValueError(
