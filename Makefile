@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export NLPTOOL_DATA_DIR ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test bench lint docs package clean
+.PHONY: install demo test bench lint docs notebooks package clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ docs: $(STAMP)
 	$(BIN)/python -m nlptool.config_reference docs/configuration.md
 	$(BIN)/mkdocs build --strict --quiet
 	@echo "site/index.html"
+
+# the tutorials at full size: each notebooks/NN-*.py executed into the .ipynb beside it, with its outputs
+# (one of them: make notebooks NOTEBOOKS=02-tokenizers.py)
+NOTEBOOKS ?= $(notdir $(wildcard notebooks/[0-9][0-9]-*.py))
+notebooks: $(STAMP)
+	cd notebooks && for notebook in $(NOTEBOOKS); do \
+		../$(BIN)/jupytext --to ipynb --execute "$$notebook" || exit 1; done
 
 # the wheel and the sdist, into dist/
 package: $(STAMP)

@@ -12,6 +12,7 @@ export writes into a model folder at a time (it holds the folder's lock),
 and the next export cleans up what a killed one left.
 """
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -83,9 +84,24 @@ def save(module, base_dir, signatures, version=None, overwrite=False, extra=None
         )
     if base_dir.exists() and not base_dir.is_dir():
         raise ExportError(f"{base_dir} is a file, not a folder to export into.")
-    with locked(base_dir, "exporting"):
+    with locked(base_dir, "exporting"), _tensorflow_logs_quiet():
         _clean_up(base_dir)
         return _save(module, base_dir, signatures, version, overwrite, extra)
+
+
+@contextlib.contextmanager
+def _tensorflow_logs_quiet():
+    """TensorFlow's Python log, errors only: saving logs where it wrote the
+    assets (the staging folder, about to be renamed), and the check with the
+    session loader a deprecation notice for the loader TF Serving still uses,
+    neither of them news to whoever exports."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _clean_up(base_dir):

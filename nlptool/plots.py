@@ -1,7 +1,9 @@
 """The figures a run writes: training curves, a confusion matrix, attention heat maps.
 
-Each is drawn with matplotlib's Agg backend (no display needed) and
-written atomically as a PNG.
+Each is a `matplotlib.figure.Figure` of its own, outside pyplot, so that
+drawing one needs no display and leaves the process's backend alone (a
+notebook keeps showing its own figures), and is written atomically as a
+PNG.
 """
 
 import numpy as np
@@ -9,31 +11,24 @@ import numpy as np
 from nlptool.files import write_atomically
 
 
-def _pyplot():
-    import matplotlib
+def _figure(figsize):
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize)
 
 
 def _save(figure, path):
-    plt = _pyplot()
     figure.tight_layout()
-    try:
-        write_atomically(path, lambda stream: figure.savefig(stream, format="png", dpi=120), binary=True)
-    finally:
-        plt.close(figure)
+    write_atomically(path, lambda stream: figure.savefig(stream, format="png", dpi=120), binary=True)
     return path
 
 
 def plot_history(history, path, metrics=("loss", "accuracy")):
     """Training and validation curves of `metrics` per epoch from a
     history.csv frame; metrics the history lacks are left out."""
-    plt = _pyplot()
     metrics = [name for name in metrics if name in history or f"val_{name}" in history]
-    figure, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False)
+    figure = _figure((4.5 * len(metrics), 3.5))
+    axes = figure.subplots(1, len(metrics), squeeze=False)
     epochs = history["epoch"] + 1
     for axis, metric in zip(axes[0], metrics):
         for prefix, label in (("", "train"), ("val_", "validation")):
@@ -49,8 +44,8 @@ def plot_confusion_matrix(confusion, path):
     """`confusion`: {"labels": class names, "matrix": rows of counts (true x predicted)}."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(4 + 0.4 * len(confusion["labels"]),) * 2)
+    figure = _figure((4 + 0.4 * len(confusion["labels"]),) * 2)
+    axes = figure.subplots()
     ConfusionMatrixDisplay(np.array(confusion["matrix"]), display_labels=confusion["labels"]).plot(
         ax=axes, colorbar=False
     )
@@ -63,14 +58,12 @@ def plot_attention(
     """A heat map of attention `weights` (target pieces x source pieces);
     with `row_values` (one per target piece, in [0, 1], such as p_gen), a
     column of them beside it."""
-    plt = _pyplot()
     size = (1.5 + 0.45 * len(source_pieces) + (0.6 if row_values is not None else 0), 1.2 + 0.38 * len(target_pieces))
+    figure = _figure(size)
     if row_values is None:
-        figure, axes = plt.subplots(figsize=size)
+        axes = figure.subplots()
     else:
-        figure, (axes, side) = plt.subplots(
-            1, 2, figsize=size, gridspec_kw={"width_ratios": [max(len(source_pieces), 1), 1.2]}, sharey=True
-        )
+        axes, side = figure.subplots(1, 2, gridspec_kw={"width_ratios": [max(len(source_pieces), 1), 1.2]}, sharey=True)
     image = axes.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     axes.set_xticks(range(len(source_pieces)), [p or "\u2581" for p in source_pieces], rotation=60, ha="right")
     axes.set_yticks(range(len(target_pieces)), [p or "\u2581" for p in target_pieces])
