@@ -51,11 +51,18 @@ def test_the_committed_notebook_is_its_source_run_at_full_size(source):
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda path: path.stem)
-def test_the_notebook_runs_at_smoke_size(source, monkeypatch):
+def test_the_notebook_runs_at_smoke_size(source, monkeypatch, tmp_path):
     monkeypatch.setenv("NLPTOOL_NOTEBOOK_SMOKE", "1")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    # a notebook writes its runs under the repository it runs in (the folder with pyproject.toml above it):
+    # here a scratch one, so that the test leaves the checkout's runs/notebooks/ alone
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "notebooks").mkdir()
     notebook = jupytext.read(source)
-    client = NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": NOTEBOOKS}})
+    client = NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": tmp_path / "notebooks"}}
+    )
     client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
     printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
     assert SMOKE_BANNER in printed, f"{source.name} did not take the smoke size from NLPTOOL_NOTEBOOK_SMOKE"
+    assert (tmp_path / "runs" / "notebooks").is_dir(), f"{source.name} wrote its runs outside the repository it ran in"
