@@ -67,6 +67,7 @@ def user_facing_files():
     for folder in ("nlptool", "recipes", "benchmarks"):
         yield from (ROOT / folder).rglob("*.py")
     yield from (ROOT / "nlptool" / "configs").glob("*.yaml")
+    yield from (ROOT / "notebooks").glob("*.py")
 
 
 def test_no_internal_issue_numbers_in_user_facing_text():
