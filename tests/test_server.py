@@ -245,7 +245,16 @@ def test_decoding_options_go_in_the_columnar_format(lm_client, lm_export):
     # the model's own checks are 400s too
     beam = lm_client.post(
         "/v1/models/language-model:predict",
-        json={"signature_name": "beam_search", "inputs": {"prompt": ["a"], "max_new_tokens": 3, "beam_width": 0}},
+        json={
+            "signature_name": "beam_search",
+            "inputs": {
+                "prompt": ["a"],
+                "max_new_tokens": 3,
+                "beam_width": 0,
+                "length_penalty": 0.0,
+                "min_new_tokens": 0,
+            },
+        },
     )
     assert beam.status_code == 400 and "beam_width must be in [1, 64]" in beam.json()["error"]
     wrong = lm_client.post(

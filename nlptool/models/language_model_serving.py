@@ -63,10 +63,17 @@ class LanguageModelServing(ServingModule):
         )
         return tokens, lengths
 
-    def beam_ids(self, prompts, max_new_tokens, beam_width):
+    def beam_ids(self, prompts, max_new_tokens, beam_width, length_penalty=0.0, min_new_tokens=0):
         states, last = self.prompt_states(prompts)
         tokens, scores, _ = decoding.beam_search(
-            self.step, states, last, beam_width, max_new_tokens, end_id=self.end_id
+            self.step,
+            states,
+            last,
+            beam_width,
+            max_new_tokens,
+            end_id=self.end_id,
+            length_penalty=length_penalty,
+            min_length=min_new_tokens + 1,  # the end token counts in a hypothesis's length, and is not text
         )
         return tokens[:, 0], scores[:, 0]
 
@@ -79,6 +86,8 @@ class LanguageModelServing(ServingModule):
             "temperature": tf.constant(d.temperature, tf.float32),
             "top_k": tf.constant(d.top_k, tf.int32),
             "top_p": tf.constant(d.top_p, tf.float32),
+            "length_penalty": tf.constant(d.length_penalty, tf.float32),
+            "min_new_tokens": tf.constant(d.min_new_tokens, tf.int32),
         }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompt")])
@@ -113,11 +122,21 @@ class LanguageModelServing(ServingModule):
             tf.TensorSpec([None], tf.string, name="prompt"),
             tf.TensorSpec([], tf.int32, name="max_new_tokens"),
             tf.TensorSpec([], tf.int32, name="beam_width"),
+            tf.TensorSpec([], tf.float32, name="length_penalty"),
+            tf.TensorSpec([], tf.int32, name="min_new_tokens"),
         ]
     )
-    def beam_search(self, prompt, max_new_tokens, beam_width):
-        """The most probable continuation found by a beam search (log-probability in `score`)."""
+    def beam_search(self, prompt, max_new_tokens, beam_width, length_penalty, min_new_tokens):
+        """The best continuation found by a beam search: the highest log-probability
+        over ((5 + length) / 6) ** length_penalty, in `score`, among those of at
+        least `min_new_tokens` tokens (`generation_defaults` has the run's settings)."""
         bounds = {**type(self.defaults).bounds(), "beam_width": BEAM_WIDTH}
-        max_new_tokens, beam_width = decoding.checked(bounds, max_new_tokens=max_new_tokens, beam_width=beam_width)
-        tokens, scores = self.beam_ids(prompt, max_new_tokens, beam_width)
+        max_new_tokens, beam_width, length_penalty, min_new_tokens = decoding.checked(
+            bounds,
+            max_new_tokens=max_new_tokens,
+            beam_width=beam_width,
+            length_penalty=length_penalty,
+            min_new_tokens=min_new_tokens,
+        )
+        tokens, scores = self.beam_ids(prompt, max_new_tokens, beam_width, length_penalty, min_new_tokens)
         return {"text": self.tokenizer.detokenize(tokens), "score": scores}

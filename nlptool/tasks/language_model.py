@@ -84,9 +84,15 @@ class GenerationConfig(base.Section):
     # a prompt is read up to its last this many tokens (the context nearest the continuation),
     # so that no single request takes long
     max_prompt_tokens: int = 1024
+    # beam search only: alpha of the GNMT length normalisation, log P / ((5 + length) / 6) ** alpha
+    # (0: plain log-probability, which favours ending early)
+    length_penalty: float = 0.0
+    min_new_tokens: int = 0  # beam search only: the fewest tokens a continuation has before it may end
 
     ranges = {
         "max_new_tokens": base.OUTPUT_TOKENS,
+        "length_penalty": base.AT_LEAST_ZERO,
+        "min_new_tokens": base.Range(0, base.OUTPUT_TOKENS.high),
         "max_prompt_tokens": base.AT_LEAST_ONE,
         "temperature": base.AT_LEAST_ZERO,  # 0: greedy
         "top_k": base.AT_LEAST_ZERO,
@@ -167,9 +173,16 @@ class LanguageModelTask(base.Task):
         parser.add_argument("--top-p", type=float, help="sample within this probability mass; 1: all")
         parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
         parser.add_argument("--beam-width", type=int, help="beam search with this many beams instead of sampling")
+        parser.add_argument(
+            "--length-penalty", type=float, help="beam search: GNMT length normalisation alpha (default: the run's)"
+        )
+        parser.add_argument(
+            "--min-new-tokens", type=int, help="beam search: fewest tokens before the end (default: the run's)"
+        )
 
     def predict_options(self, args):
-        names = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "beam_width")
+        names = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "beam_width", "length_penalty")
+        names += ("min_new_tokens",)
         return {name: getattr(args, name) for name in names}
 
     # --- data ---
@@ -336,15 +349,23 @@ class LanguageModelTask(base.Task):
         top_p=None,
         seed=0,
         beam_width=None,
+        length_penalty=None,
+        min_new_tokens=None,
     ):
         """Continuations of `prompts`; unset settings take the run's generation
-        defaults. With `beam_width`, a beam search instead of sampling."""
+        defaults. With `beam_width`, a beam search instead of sampling, with
+        `length_penalty` and `min_new_tokens` (which sampling does not take)."""
         import tensorflow as tf
 
+        settings = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
+        settings.update(length_penalty=length_penalty, min_new_tokens=min_new_tokens)
         try:
-            GenerationConfig.check(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
+            GenerationConfig.check(**settings)
         except ValueError as error:
             raise UsageError(str(error)) from None
+        beam_only = [name for name in ("length_penalty", "min_new_tokens") if settings[name] is not None]
+        if beam_width is None and beam_only:
+            raise UsageError(f"{beam_only[0]} is a beam search setting: give beam_width too.")
         defaults = {k: v.numpy().item() for k, v in signatures["generation_defaults"]().items()}
         if max_new_tokens is None:
             max_new_tokens = defaults["max_new_tokens"]
@@ -355,6 +376,12 @@ class LanguageModelTask(base.Task):
                 prompt=tf.constant(prompts),
                 max_new_tokens=tf.constant(max_new_tokens, tf.int32),
                 beam_width=tf.constant(beam_width, tf.int32),
+                length_penalty=tf.constant(
+                    defaults["length_penalty"] if length_penalty is None else length_penalty, tf.float32
+                ),
+                min_new_tokens=tf.constant(
+                    defaults["min_new_tokens"] if min_new_tokens is None else min_new_tokens, tf.int32
+                ),
             )
         else:
             outputs = signatures["generate"](

@@ -527,10 +527,38 @@ def test_greedy_equals_beam_width_one_top_k_one_and_a_tiny_nucleus(endless, load
         other = generate(endless, PROMPTS, temperature=1.0, top_k=top_k, top_p=top_p, seed=7)
         assert other[0] == texts
         np.testing.assert_array_equal(other[1], ids)
-    beam = endless.beam_search(tf.constant(PROMPTS), tf.constant(20), tf.constant(1))
+    beam = endless.beam_search(tf.constant(PROMPTS), tf.constant(20), tf.constant(1), tf.constant(0.0), tf.constant(0))
     assert [t.decode() for t in beam["text"].numpy()] == texts
     tokens, _ = endless.beam_ids(tf.constant(PROMPTS), 20, 1)
     np.testing.assert_array_equal(tokens.numpy(), ids)
+
+
+def test_beam_search_keeps_min_new_tokens_and_divides_by_the_length_penalty(loaded):
+    """A model whose end token outweighs every other: plain beam search ends at once (empty text);
+    with min_new_tokens=3 every continuation is 3 tokens and the end, and length_penalty alpha divides
+    that hypothesis's log-probability by ((5 + 4) / 6) ** alpha."""
+    config, tokenizer, trained = loaded
+    model = build_model(config, tokenizer.vocabulary_size())
+    model.set_weights(trained.get_weights())
+    bias = model.output_bias.numpy()
+    bias[END_ID] += 50.0
+    model.output_bias.assign(bias)
+    module = LanguageModelServing(tokenizer, model, config.generation)
+    prompts = tf.constant(PROMPTS)
+
+    def beam(**options):
+        result = module.beam_search(prompts, tf.constant(10), tf.constant(3), **options)
+        return [t.decode() for t in result["text"].numpy()], result["score"].numpy()
+
+    texts, _ = beam(length_penalty=tf.constant(0.0), min_new_tokens=tf.constant(0))
+    assert texts == ["", ""]
+    tokens, plain = module.beam_ids(prompts, 10, 3, 0.0, 3)
+    assert not np.isin(tokens.numpy()[:, :3], [PAD_ID, END_ID]).any() and (tokens.numpy()[:, 3] == END_ID).all()
+    texts, scores = beam(length_penalty=tf.constant(0.0), min_new_tokens=tf.constant(3))
+    assert [len(t.split()) for t in texts] == [3, 3]
+    np.testing.assert_allclose(scores, plain.numpy(), rtol=1e-6)
+    _, normalised = beam(length_penalty=tf.constant(1.0), min_new_tokens=tf.constant(3))
+    np.testing.assert_allclose(normalised, plain.numpy() / 1.5, rtol=1e-5)
 
 
 def test_generated_ids_never_hold_pad_or_start(loaded):
@@ -581,7 +609,7 @@ def test_the_language_model_meets_the_task_contract(tmp_path, interrupted_at_epo
             generate_call(["the cat", "a dog sat", ""], 6, 1.0, 5, 0.9, 7),
             (
                 "beam_search",
-                {"prompt": (["the cat", ""], "string"), "max_new_tokens": (5, "int32"), "beam_width": (3, "int32")},
+                beam_inputs(["the cat", ""], 5, 3, length_penalty=1.0, min_new_tokens=2),
             ),
             ("generation_defaults", {}),
         ],
@@ -603,23 +631,32 @@ def generate_call(prompts, max_new_tokens, temperature, top_k, top_p, seed):
     return "generate", inputs
 
 
+def beam_inputs(prompts, max_new_tokens, beam_width, length_penalty=0.0, min_new_tokens=0):
+    return {
+        "prompt": (prompts, "string"),
+        "max_new_tokens": (max_new_tokens, "int32"),
+        "beam_width": (beam_width, "int32"),
+        "length_penalty": (length_penalty, "float32"),
+        "min_new_tokens": (min_new_tokens, "int32"),
+    }
+
+
 def test_export_in_a_fresh_process_generates_the_same_text(cli_run, exported):
     run, out = cli_run[0], exported[0]
     prompts = ["the cat", "a dog sat", ""]
     options = {"max_new_tokens": 10, "temperature": 1.0, "top_k": 5, "seed": 7}
     sampled = texts(runs.load(run).predict(prompts, **options))
     assert texts(runs.load(out).predict(prompts, **options)) == sampled
-    defaults = {"max_new_tokens": 8, "temperature": 1.0, "top_k": 0, "top_p": 1.0}  # TINY's and the config's
+    # TINY's and the config's
+    defaults = {"max_new_tokens": 8, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "length_penalty": 0.0}
+    defaults["min_new_tokens"] = 0
     fresh, default, seed_0, beam, greedy, fresh_defaults = call_export(
         out,
         [
             generate_call(prompts, 10, 1.0, 5, 1.0, 7),
             ("serving_default", {"prompt": (prompts, "string")}),
-            generate_call(prompts, *defaults.values(), 0),
-            (
-                "beam_search",
-                {"prompt": (prompts, "string"), "max_new_tokens": (6, "int32"), "beam_width": (1, "int32")},
-            ),
+            generate_call(prompts, *list(defaults.values())[:4], 0),
+            ("beam_search", beam_inputs(prompts, 6, 1)),
             generate_call(prompts, 6, 0.0, 0, 1.0, 0),
             ("generation_defaults", {}),
         ],
@@ -1181,10 +1218,24 @@ def test_generation_options_out_of_range_are_refused_by_the_export_and_the_api(e
 def test_beam_search_with_no_new_tokens_is_refused_by_the_export(exported):
     beam = runs.load(exported[0]).signatures["beam_search"]
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"max_new_tokens must be in \[1, 1024\]"):
-        call_signature(beam, prompt=["the"], max_new_tokens=-1, beam_width=2)
+        call_signature(beam, **{**BEAM, "max_new_tokens": -1})
     for width in (0, 65):
         with pytest.raises(tf.errors.InvalidArgumentError, match=r"beam_width must be in \[1, 64\]"):
-            call_signature(beam, prompt=["the"], max_new_tokens=2, beam_width=width)
+            call_signature(beam, **{**BEAM, "beam_width": width})
+    for option, value, message in [
+        ("length_penalty", -0.5, r"length_penalty must be >= 0"),
+        ("length_penalty", float("nan"), r"length_penalty must be >= 0"),
+        ("min_new_tokens", -1, r"min_new_tokens must be in \[0, 1024\]"),
+    ]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            call_signature(beam, **{**BEAM, option: value})
+        with pytest.raises(UsageError, match=message):
+            runs.load(exported[0]).predict(["the"], beam_width=2, **{option: value})
+    with pytest.raises(UsageError, match=r"min_new_tokens is a beam search setting: give beam_width too"):
+        runs.load(exported[0]).predict(["the"], min_new_tokens=3)
+
+
+BEAM = {"prompt": ["the"], "max_new_tokens": 2, "beam_width": 2, "length_penalty": 0.0, "min_new_tokens": 0}
 
 
 def test_a_prompt_is_read_up_to_its_last_max_prompt_tokens(exported):
