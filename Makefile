@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python recipes/sentiment.py --config sst2 \
-		--config demo --run-dir runs/demo --overwrite
+	$(BIN)/python recipes/sentiment.py --config sst2 --config demo \
+		--init-from preset:english-small --run-dir runs/demo --overwrite
 
 # two processes, each test file whole on one of them (its module fixtures built once)
 test: $(STAMP)

@@ -9,6 +9,7 @@
     nlptool serve EXPORT [--port 8501] [--host 127.0.0.1] [limits]   TF Serving's REST API over HTTP
     nlptool configs [TASK]               the shipped configs (`--config NAME`)
     nlptool datasets                     the registered datasets
+    nlptool presets                      the pre-trained starting points (`--init-from preset:NAME`)
     nlptool tokenizer train | encode     train and try a tokeniser on its own
 
 `nlptool train TASK --help` and `nlptool predict PATH --help` show the
@@ -304,6 +305,22 @@ def command_configs(args):
         print(f"{config.task:15s} {config.name:18s} {config.summary}")
 
 
+def command_presets(args):
+    from nlptool import presets
+
+    rows = [presets.get(name).describe() for name in presets.names()]
+    width = max([len("--init-from")] + [len(presets.PREFIX + row["name"]) for row in rows])
+    print(
+        f"{'--init-from':{width}s} {'version':>7s} {'parameters':>10s} {'MB':>5s} {'words':>6s} {'val ppl':>7s}  corpus"
+    )
+    for row in rows:
+        print(
+            f"{presets.PREFIX + row['name']:{width}s} {row['version']:7d} {row['parameters']:10,d} "
+            f"{row['size_mb']:5.1f} {row['vocabulary']:6,d} {row['validation_perplexity']:7.1f}  {row['corpus']}"
+        )
+        print(f"{'':{width}s} data licences: {row['licences']}")
+
+
 def command_datasets(args):
     from nlptool.data import datasets
 
@@ -479,6 +496,14 @@ def build_parser():
     )
     shipped.add_argument("task", nargs="?", choices=tasks.names(), help="only this task's configs")
     shipped.set_defaults(handler=command_configs)
+
+    listed = commands.add_parser(
+        "presets",
+        help="list the pre-trained starting points (`--init-from preset:NAME`)",
+        description="List the presets: pre-trained language models a task starts from with --init-from preset:NAME.",
+        parents=[common],
+    )
+    listed.set_defaults(handler=command_presets)
 
     datasets = commands.add_parser("datasets", help="list the registered datasets", parents=[common])
     datasets.set_defaults(handler=command_datasets)

@@ -72,7 +72,7 @@ def _comments(cls: type) -> dict[str, str]:
             above -= 1
         if node.lineno in trailing and not lines[node.lineno - 1].strip().startswith("#"):
             parts.append(trailing[node.lineno])
-        text = " ".join(part for part in parts if part and not part.startswith("fmt:"))
+        text = " ".join(part for part in parts if part and not part.startswith(("fmt:", "type: ignore")))
         if text:
             found[node.target.id] = text
     return found

@@ -340,6 +340,10 @@ class Exported:
 def task_of(path: str | os.PathLike[str]) -> tuple[Task, str]:
     """(the Task, "run" or "export") of what `path` holds, read from its
     record without loading a model; RunError if it holds neither."""
+    from nlptool import presets
+
+    if presets.is_preset(path):
+        return task_registry.get("language-model"), "run"
     path = Path(path)
     if not (path / RUN_FILE).is_file() and (found := saved_model_dir(path)) is not None:
         info_path = found / EXPORT_INFO
@@ -351,7 +355,12 @@ def task_of(path: str | os.PathLike[str]) -> tuple[Task, str]:
 
 def load(path: str | os.PathLike[str]) -> "Run | Exported":
     """A run directory (`Run`) or an export (`Exported`: a SavedModel, or a
-    model folder whose highest version is one) at `path`."""
+    model folder whose highest version is one) at `path`; "preset:NAME" is
+    the language-model run of that preset (see `nlptool.presets`)."""
+    from nlptool import presets
+
+    if presets.is_preset(path):
+        return Run.open(presets.run_dir(str(path)))
     path = Path(path)
     if (path / RUN_FILE).is_file():
         return Run.open(path)
@@ -404,6 +413,9 @@ def train(
     else:
         raise TypeError(f"Expected a DataSource or Splits for argument `data`, got {type(data).__name__}.")
     say(task.describe(splits))
+    config, note = task.adapt(config, splits)
+    if note:
+        say(note)
     home = Path(run_dir) if worker.chief else distribute.worker_dir(run_dir, worker)
     _check_folder(home)
     with locked(home, "training"):  # from the check of the directory to the end of the evaluation

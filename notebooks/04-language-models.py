@@ -534,10 +534,10 @@ print(
 # much of that happened here. The usual remedies, as in translation (Wu et al. 2016), are the normalised row:
 # a length penalty of 1 (the log-probability divided by lp = ((5 + length) / 6) ** 1, which grows with the
 # length, so that a longer continuation is not penalised for every word) and a minimum of 3 new tokens; its
-# continuations should be longer, at some cost in log-probability per token. Greedy text is prone to loops (`repeated_3grams`). Sampling at temperature 1 gives text as varied as the
-# model's distribution, long tail of unlikely words included; a lower temperature, top-k and top-p cut that tail
-# in different ways and should sit in between on both columns. Which trade is best depends on the use: "the most
-# likely completion" wants the top of the table, varied text the middle.
+# continuations should be longer. Greedy text is prone to loops (`repeated_3grams`). Sampling at temperature 1
+# gives text as varied as the model's distribution, long tail of unlikely words included; a lower temperature,
+# top-k and top-p cut that tail in different ways and should sit in between on both columns. Which trade is
+# best depends on the use: "the most likely completion" wants the top of the table, varied text the middle.
 #
 # ### The same on Shakespeare
 #

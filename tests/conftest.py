@@ -1,11 +1,19 @@
 """Fixtures shared across the test suite."""
 
 import contextlib
+import os
 
 import keras
 import pytest
 
 from nlptool import training
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_cache(tmp_path_factory):
+    """Presets unpack into a cache of the test session's own (inherited by the processes tests start),
+    not into the user's."""
+    os.environ["NLPTOOL_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
 
 
 class _InterruptAtEpoch(keras.callbacks.Callback):

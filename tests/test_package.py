@@ -44,6 +44,9 @@ def test_wheel_and_sdist_hold_the_configs_the_marker_and_the_licence(dist):
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {f"nlptool/configs/{path.name}" for path in (ROOT / "nlptool" / "configs").glob("*.yaml")}
     assert shipped and shipped <= names
+    presets = {f"nlptool/presets/{path.parent.name}/{path.name}" for path in (ROOT / "nlptool" / "presets").glob("*/*")}
+    assert "nlptool/presets/english-small/weights.npz" in presets and presets <= names
+    assert not any("__pycache__" in name for name in names)
     assert "nlptool/py.typed" in names
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
     assert not any(name.startswith(("tests/", "benchmarks/", "recipes/")) for name in names)
@@ -83,6 +86,12 @@ def smoke(python, workdir):
     run(["nlptool", "export", "runs/tiny"], workdir, env)
     label = run(["nlptool", "predict", "runs/tiny/export", "a lovely film"], workdir, env).split()[0]
     assert label in {"positive", "negative"}
+    # the shipped preset, unpacked into the user's cache on first use
+    env["NLPTOOL_CACHE_DIR"] = str(workdir / "cache")
+    assert "preset:english-small" in run(["nlptool", "presets"], workdir, env)
+    run(["nlptool", "train", "sentiment", "--train-file", "reviews.csv", "--init-from", "preset:english-small",
+         "--epochs", "1", "--run-dir", "runs/preset"], workdir, env)  # fmt: skip
+    assert "embedding_dim: 128" in (workdir / "runs/preset/config.yaml").read_text()
 
 
 def test_wheel_works_in_a_fresh_venv_outside_the_repository(dist, tmp_path):

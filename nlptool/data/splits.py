@@ -9,7 +9,7 @@ stratified validation split of the training file) into a `LabeledData`.
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,7 +132,7 @@ def load_labeled_data(
     label_column: str,
     validation_path: str | os.PathLike[str] | None = None,
     test_path: str | os.PathLike[str] | None = None,
-    validation_fraction: float = 0.1,
+    validation_fraction: float | Callable[[int, int], float] = 0.1,
     seed: int = 1234,
     delimiter: str | None = None,
     names: Mapping[str, str] | None = None,
@@ -148,7 +148,8 @@ def load_labeled_data(
             stratified `validation_fraction` of the training file instead.
         test_path: an optional test file.
         validation_fraction: the share of training rows held out when there
-            is no `validation_path`.
+            is no `validation_path`, or a function of (rows, classes) of the
+            training file that gives it.
         seed: the seed of that split.
         delimiter: the field delimiter of every CSV/TSV file; None takes each
             file's from its extension.
@@ -169,6 +170,8 @@ def load_labeled_data(
         return check_labels_known(frame, source, label_column, label_map)
 
     if validation_path is None:
+        if callable(validation_fraction):
+            validation_fraction = validation_fraction(len(train), len(label_map))
         train, validation = stratified_split(train, validation_fraction, seed, source=train_path)
     else:
         validation = read_other(validation_path)

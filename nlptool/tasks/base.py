@@ -333,6 +333,11 @@ class Task:
             sizes.append(f"{len(splits.test):,} test")
         return ", ".join(sizes) + f" {self.examples}"
 
+    def adapt(self, config, splits):
+        """(config, note): `config` with the settings it leaves null chosen for
+        `splits`, and a line saying what was chosen (None: nothing was)."""
+        return config, None
+
     # --- preprocessing and model ---
 
     def prepare(self, config, splits, **options):

@@ -9,6 +9,7 @@ classification report and the confusion matrix. The export's
 """
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -47,10 +48,19 @@ class ModelConfig(base.Section):
 
 @dataclasses.dataclass
 class TrainingConfig(base.TrainingConfig):
-    epochs: int = 3  # passes over the training data (early stopping may end sooner)
+    """A null `epochs`, `early_stopping_patience` or `validation_fraction` is chosen from the data before
+    training (`SentimentTask.adapt`), printed, and recorded in the run's config.yaml; so they are never null
+    where the base class's code reads them (hence the type: ignore of the narrower base types)."""
+
+    # passes over the training data (early stopping may end sooner); null: about 3,000 optimizer steps,
+    # from 3 to 30 epochs
+    epochs: int | None = None  # type: ignore[assignment]
     learning_rate: float = 2e-3  # Adam
-    early_stopping_patience: int = 2
-    validation_fraction: float = 0.1
+    # epochs without validation gain before stopping; null: 2 when an epoch is 500 steps or more, else 4
+    early_stopping_patience: int | None = None  # type: ignore[assignment]
+    # held out of the training data when no validation data are given; null: a tenth, but at least 30 rows
+    # a class and 100 in all, at most a quarter and at most 5,000 rows
+    validation_fraction: float | None = None  # type: ignore[assignment]
     class_weights: bool = False  # weight classes inversely to their frequency
     # adversarial training (Miyato et al., 2017): each step also trains on the word vectors moved by this
     # distance (in units of their standard deviation, over the whole text) in the direction that raises
@@ -58,6 +68,33 @@ class TrainingConfig(base.TrainingConfig):
     adversarial_epsilon: float | None = None
 
     ranges = {"adversarial_epsilon": base.POSITIVE}
+
+
+# what the settings a config leaves null aim at (`validation_share`, `training_length`)
+TARGET_STEPS = 3_000
+MAX_EPOCHS = 30
+MIN_EPOCHS = 3
+VALIDATION_ROWS_PER_CLASS = 30
+MAX_VALIDATION_ROWS = 5_000
+
+
+def validation_share(rows, classes):
+    """The share of `rows` labelled rows of `classes` classes to hold out for validation when the config
+    leaves it null: a tenth, but at least 30 rows a class (and 100 in all) so that accuracy on it can tell
+    epochs apart, at most a quarter of the rows and at most 5,000 rows."""
+    wanted = max(0.1 * rows, VALIDATION_ROWS_PER_CLASS * classes, 100)
+    return round(min(wanted, 0.25 * rows, MAX_VALIDATION_ROWS) / rows, 4)
+
+
+def training_length(train_rows, batch_size):
+    """(epochs, early-stopping patience) for `train_rows` training rows when the config leaves them null:
+    epochs enough for about 3,000 optimizer steps, from 3 (large data: one pass is thousands of steps) to
+    30 (a few thousand rows make 50 steps a pass), early stopping ending a run sooner; a patience of 2
+    epochs when an epoch is long (500 steps or more), else 4, since a small validation split's accuracy
+    moves by chance from one epoch to the next."""
+    steps = max(1, math.ceil(train_rows / batch_size))
+    epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / steps)))
+    return epochs, 2 if steps >= 500 else 4
 
 
 @dataclasses.dataclass
@@ -82,8 +119,9 @@ class SentimentTask(base.Task):
         start = parser.add_mutually_exclusive_group()
         start.add_argument(
             "--init-from",
-            metavar="RUN_DIR",
-            help="start from this sentiment run's tokeniser, weights and model shape (fine-tuning)",
+            metavar="RUN_DIR|preset:NAME",
+            help="fine-tune: start from a preset (`nlptool presets`) or a language-model run (its tokeniser, "
+            "embedding and GRU layers), or from a sentiment run (its tokeniser, weights and model shape)",
         )
         start.add_argument(
             "--init-encoder-from",
@@ -92,8 +130,12 @@ class SentimentTask(base.Task):
         )
 
     def train_options(self, args):
+        from nlptool import presets
+
         def absolute(path):  # run.json records the run started from, wherever the command ran
-            return None if path is None else str(Path(path).resolve())
+            if path is None or presets.is_preset(path):
+                return path
+            return str(Path(path).resolve())
 
         return {"init_from": absolute(args.init_from), "init_encoder_from": absolute(args.init_encoder_from)}
 
@@ -104,10 +146,14 @@ class SentimentTask(base.Task):
         from nlptool.data.splits import stratified_split
 
         seed, fraction = config.training.seed, config.training.validation_fraction
+        if fraction is None:
+            fraction = validation_share
         if source.dataset:
             name = self._check_dataset(source.dataset)
             dataset = datasets.get(name)
             train = self._dataset_frame(name, "train", source.data_dir)
+            if callable(fraction):
+                fraction = fraction(len(train), train["label"].nunique())
             if dataset.hold_out is not None:
                 train, validation = dataset.hold_out(train, fraction, seed)
             else:
@@ -152,10 +198,38 @@ class SentimentTask(base.Task):
         train, validation, test = (None if f is None else f.assign(label=_as_read(f["label"])) for f in frames)
         LabelMap.from_labels(train["label"])  # checks the labels are of one kind
         if validation is None:
-            train, validation = stratified_split(
-                train, config.training.validation_fraction, config.training.seed, source="the training data"
-            )
+            fraction = config.training.validation_fraction
+            if fraction is None:
+                fraction = validation_share(len(train), train["label"].nunique())
+            train, validation = stratified_split(train, fraction, config.training.seed, source="the training data")
         return base.Splits(train, validation, test)
+
+    def adapt(self, config, splits):
+        t = config.training
+        chosen = {}
+        rows = len(splits.train) + len(splits.validation)
+        if t.validation_fraction is None:
+            chosen["validation_fraction"] = round(len(splits.validation) / rows, 4)
+        epochs, patience = training_length(len(splits.train), t.batch_size)
+        if t.epochs is None:
+            chosen["epochs"] = epochs
+        if t.early_stopping_patience is None:
+            chosen["early_stopping_patience"] = patience
+        if not chosen:
+            return config, None
+        shown = {
+            "epochs": f"up to {chosen.get('epochs')} epochs",
+            "early_stopping_patience": f"early stopping after {chosen.get('early_stopping_patience')} without gain",
+            "validation_fraction": f"{100 * chosen.get('validation_fraction', 0):.1f} % held out for validation",
+        }
+        note = (
+            f"settings for {len(splits.train):,} training rows and {splits.train['label'].nunique()} classes: "
+            + ", ".join(shown[key] for key in shown if key in chosen)
+            + " (set "
+            + ", ".join(f"training.{key}" for key in shown if key in chosen)
+            + " to choose)"
+        )
+        return dataclasses.replace(config, training=dataclasses.replace(t, **chosen)), note
 
     def describe(self, splits):
         classes = sorted({str(label) for label in splits.train["label"]})
@@ -187,6 +261,8 @@ class SentimentTask(base.Task):
                 "(--init-encoder-from, init_encoder_from), not both."
             )
         label_map = LabelMap.from_labels(splits.train["label"])
+        if init_from is not None and _task_of(init_from) == "language-model":
+            init_from, init_encoder_from = None, init_from
         if init_from is not None:
             start = _trained_run(init_from, self.name)
             old = start.config
@@ -223,6 +299,8 @@ class SentimentTask(base.Task):
         from nlptool.models import classifier
 
         start = preprocessing.start
+        if init_from is not None and start.task.name == "language-model":
+            init_from, init_encoder_from = None, init_from
         if init_from is not None:
             same_labels = start.preprocessing.labels.to_config() == preprocessing.labels.to_config()
             for layer in model.layers:
@@ -356,11 +434,20 @@ def _as_read(labels):
     return values
 
 
-def _trained_run(path, task_name):
-    """The trained run at `path`, which must be a `task_name` run."""
-    from nlptool.runs import Run
+def _task_of(path):
+    """The task name of the run (or preset) at `path`."""
+    from nlptool import runs
 
-    run = Run.open(path)
+    return runs.task_of(path)[0].name
+
+
+def _trained_run(path, task_name):
+    """The trained run at `path` (or the preset "preset:NAME"), which must be a `task_name` run."""
+    from nlptool import runs
+
+    run = runs.load(path)
+    if not isinstance(run, runs.Run):
+        raise RunError(f"{path} is an export; start from a run directory or a preset.")
     if run.task.name != task_name:
         raise RunError(f"{path} is a {run.task.name} run; a {task_name} run is needed here.")
     return run.load()

@@ -24,7 +24,7 @@ from nlptool.errors import RunError, UsageError
 from nlptool.export import ExportError
 from nlptool.models.classifier import AdversarialClassifier, MaskedMaxMeanPooling, build_model, predict_probabilities
 from nlptool.tasks.base import Splits
-from nlptool.tasks.sentiment import SentimentConfig
+from nlptool.tasks.sentiment import SentimentConfig, training_length, validation_share
 
 TASK = tasks.get("sentiment")
 POSITIVE = ["good fun", "great cast", "lovely film", "fun and good", "great story", "lovely and great"]
@@ -124,6 +124,54 @@ def test_training_learns_and_fills_the_run_directory(tmp_path):
     assert any((path / "logs").rglob("*tfevents*"))  # TensorBoard
     assert json.loads((path / "training.json").read_text())["train_examples"] == 24
     assert runs.Run.open(path).finished and runs.Run.open(path).config == run.config
+
+
+@pytest.mark.parametrize(
+    "rows, classes, share",
+    [
+        (300, 2, 0.25),  # 100 rows wanted, a quarter of 300 at most
+        (2_000, 6, 0.1),  # a tenth: 200 rows, more than 30 a class
+        (1_000, 20, 0.25),  # 600 wanted for 20 classes, a quarter at most
+        (5_000, 6, 0.1),
+        (200_000, 2, 0.025),  # 5,000 rows at most
+    ],
+)
+def test_the_validation_share_a_config_leaves_null(rows, classes, share):
+    assert validation_share(rows, classes) == share
+
+
+@pytest.mark.parametrize(
+    "train_rows, epochs, patience",
+    [
+        (64_000, 3, 2),  # SST-2: 1,000 steps an epoch, at least 3 epochs
+        (22_500, 9, 4),  # IMDB: 352 steps an epoch, 3,000 steps in 9
+        (4_500, 30, 4),  # 71 steps an epoch: 43 epochs wanted, 30 at most
+        (200_000, 3, 2),
+    ],
+)
+def test_the_training_length_a_config_leaves_null(train_rows, epochs, patience):
+    assert training_length(train_rows, 64) == (epochs, patience)
+
+
+def test_settings_left_null_are_chosen_from_the_data_said_and_recorded(tmp_path):
+    said = []
+    overrides = [o for o in tiny_overrides() if not o.startswith(("training.epochs", "training.early_stopping"))]
+    config = config_lib.resolve(SentimentConfig, [], overrides)
+    assert config.training.epochs is None and config.training.validation_fraction is None
+    texts, labels = POSITIVE * 20 + NEGATIVE * 20, ["pos"] * 120 + ["neg"] * 120
+    run = train(config, TASK.from_frames(frame(texts, labels), config=config), tmp_path / "run", say=said.append)
+    # 240 rows of 2 classes: 100 wanted, a quarter (60) held out; 180 / 4 = 45 steps an epoch, 30 epochs
+    assert (
+        "settings for 180 training rows and 2 classes: up to 30 epochs, early stopping after 4 without gain, "
+        "25.0 % held out for validation (set training.epochs, training.early_stopping_patience, "
+        "training.validation_fraction to choose)" in said
+    )
+    recorded = runs.Run.open(run.path).config.training
+    assert (recorded.epochs, recorded.early_stopping_patience, recorded.validation_fraction) == (30, 4, 0.25)
+    said.clear()
+    chosen = tiny_config(**{"training.validation_fraction": 0.25, "training.epochs": 1})
+    train(chosen, TASK.from_frames(frame(texts, labels), config=chosen), tmp_path / "other", say=said.append)
+    assert not any(line.startswith("settings for") for line in said)
 
 
 @pytest.mark.parametrize(

@@ -69,5 +69,29 @@ def test_recipe_pretrains_a_language_model_and_starts_the_classifier_from_it(tmp
     assert (saved.model.embedding_dim, saved.model.units) == (8, 8)  # the language model's, not 4 and 6
     assert (run / "export" / "1" / "saved_model.pb").is_file()
     predictions = [line for line in result.stdout.splitlines() if line.startswith(("positive", "negative"))]
-    assert len(predictions) == 4  # one line per example sentence of the recipe, in order
+    assert len(predictions) == 5  # one line per example sentence of the recipe, in order
     assert predictions[-1].endswith("It isn't funny, and I didn't care about anyone in it.")
+
+
+def test_recipe_fine_tunes_the_shipped_preset(tmp_path, monkeypatch):
+    """`make demo`'s route on the sample CSV: the classifier takes the preset's tokeniser and sizes."""
+    from nlptool import presets
+
+    monkeypatch.setenv("NLPTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "sentiment.py"), "--csv", str(SAMPLE)]
+        + ["--init-from", "preset:english-small", "--set", "training.epochs=1", "--run-dir", str(run)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "run.json").read_text())["options"] == {"init_from": "preset:english-small"}
+    sentiment = runs.Run.open(run).load()
+    preset = runs.load("preset:english-small").load()
+    assert sentiment.config.model.units == preset.config.model.units
+    assert sentiment.preprocessing.tokenizers["text"].vocabulary == preset.preprocessing.tokenizers["text"].vocabulary
+    assert "not good" in result.stdout
+    assert presets.run_dir("english-small").is_relative_to(tmp_path / "cache")  # unpacked there by the recipe
