@@ -28,6 +28,7 @@ BENCHMARKS = (
     "sampled_softmax",
     "translation",
     "transfer",
+    "small_data",
     "summarization",
     "serving",
     "distributed",
