@@ -523,7 +523,11 @@ def test_cli_train_evaluate_export_predict(csv_files, tmp_path, capsys):
         == 0
     )
     trained = capsys.readouterr().out
-    assert "20 training, 4 validation, 36 test examples" in trained
+    # 36 rows of 2 classes: a quarter held out (9), then the first 20 of the rest trained on (--max-train-examples)
+    assert "20 training, 9 validation, 36 test examples" in trained
+    assert (
+        "settings for 20 training rows and 2 classes: early stopping after 4 without gain, 31.0 % held out" in trained
+    )
     assert "test: 36 examples, accuracy" in trained
     assert len(pd.read_csv(run / "history.csv")) == 2
     assert json.loads((run / "training.json").read_text())["train_examples"] == 20
