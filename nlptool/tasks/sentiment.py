@@ -220,7 +220,8 @@ class SentimentTask(base.Task):
         shown = {
             "epochs": f"up to {chosen.get('epochs')} epochs",
             "early_stopping_patience": f"early stopping after {chosen.get('early_stopping_patience')} without gain",
-            "validation_fraction": f"{100 * chosen.get('validation_fraction', 0):.1f} % held out for validation",
+            "validation_fraction": f"{len(splits.validation):,} rows "
+            f"({100 * chosen.get('validation_fraction', 0):.1f} %) for validation",
         }
         note = (
             f"settings for {len(splits.train):,} training rows and {splits.train['label'].nunique()} classes: "

@@ -163,7 +163,7 @@ def test_settings_left_null_are_chosen_from_the_data_said_and_recorded(tmp_path)
     # 240 rows of 2 classes: 100 wanted, a quarter (60) held out; 180 / 4 = 45 steps an epoch, 30 epochs
     assert (
         "settings for 180 training rows and 2 classes: up to 30 epochs, early stopping after 4 without gain, "
-        "25.0 % held out for validation (set training.epochs, training.early_stopping_patience, "
+        "60 rows (25.0 %) for validation (set training.epochs, training.early_stopping_patience, "
         "training.validation_fraction to choose)" in said
     )
     recorded = runs.Run.open(run.path).config.training
@@ -526,7 +526,8 @@ def test_cli_train_evaluate_export_predict(csv_files, tmp_path, capsys):
     # 36 rows of 2 classes: a quarter held out (9), then the first 20 of the rest trained on (--max-train-examples)
     assert "20 training, 9 validation, 36 test examples" in trained
     assert (
-        "settings for 20 training rows and 2 classes: early stopping after 4 without gain, 31.0 % held out" in trained
+        "settings for 20 training rows and 2 classes: early stopping after 4 without gain, "
+        "9 rows (31.0 %) for validation" in trained
     )
     assert "test: 36 examples, accuracy" in trained
     assert len(pd.read_csv(run / "history.csv")) == 2
