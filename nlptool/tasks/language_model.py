@@ -372,17 +372,21 @@ class LanguageModelTask(base.Task):
         if beam_width is not None:
             if beam_width not in base.BEAM_WIDTH:
                 raise UsageError(f"beam_width must be {base.BEAM_WIDTH}, not {beam_width}.")
-            outputs = signatures["beam_search"](
-                prompt=tf.constant(prompts),
-                max_new_tokens=tf.constant(max_new_tokens, tf.int32),
-                beam_width=tf.constant(beam_width, tf.int32),
-                length_penalty=tf.constant(
+            beam = {
+                "prompt": tf.constant(prompts),
+                "max_new_tokens": tf.constant(max_new_tokens, tf.int32),
+                "beam_width": tf.constant(beam_width, tf.int32),
+            }
+            if "length_penalty" in defaults:
+                beam["length_penalty"] = tf.constant(
                     defaults["length_penalty"] if length_penalty is None else length_penalty, tf.float32
-                ),
-                min_new_tokens=tf.constant(
+                )
+                beam["min_new_tokens"] = tf.constant(
                     defaults["min_new_tokens"] if min_new_tokens is None else min_new_tokens, tf.int32
-                ),
-            )
+                )
+            elif beam_only:  # an export of nlptool 0.1.0 before these settings existed: plain beam search only
+                raise UsageError(f"This export's beam search takes no {beam_only[0]}; export the run again for it.")
+            outputs = signatures["beam_search"](**beam)
         else:
             outputs = signatures["generate"](
                 prompt=tf.constant(prompts),

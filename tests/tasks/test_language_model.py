@@ -1235,6 +1235,35 @@ def test_beam_search_with_no_new_tokens_is_refused_by_the_export(exported):
         runs.load(exported[0]).predict(["the"], min_new_tokens=3)
 
 
+def test_an_export_whose_beam_search_predates_its_length_settings_still_searches(exported):
+    """An export written before `length_penalty` and `min_new_tokens` existed has a three-input `beam_search`
+    and no such defaults: `predict` calls it with the three, and refuses the settings it cannot take."""
+    signatures = runs.load(exported[0]).signatures
+    calls = []
+
+    def old_beam_search(prompt, max_new_tokens, beam_width):  # any other input is a TypeError
+        calls.append(int(beam_width))
+        return signatures["beam_search"](
+            prompt=prompt,
+            max_new_tokens=max_new_tokens,
+            beam_width=beam_width,
+            length_penalty=tf.constant(0.0),
+            min_new_tokens=tf.constant(0),
+        )
+
+    def old_defaults():
+        defaults = signatures["generation_defaults"]()
+        return {key: defaults[key] for key in ("max_new_tokens", "temperature", "top_k", "top_p")}
+
+    old = {**signatures, "beam_search": old_beam_search, "generation_defaults": old_defaults}
+    task = tasks.get("language-model")
+    expected = runs.load(exported[0]).predict(["the cat"], max_new_tokens=4, beam_width=2)
+    assert task.predict(old, ["the cat"], max_new_tokens=4, beam_width=2) == expected
+    assert calls == [2]
+    with pytest.raises(UsageError, match="This export's beam search takes no length_penalty; export the run again"):
+        task.predict(old, ["the cat"], beam_width=2, length_penalty=1.0)
+
+
 BEAM = {"prompt": ["the"], "max_new_tokens": 2, "beam_width": 2, "length_penalty": 0.0, "min_new_tokens": 0}
 
 
