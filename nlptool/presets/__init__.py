@@ -84,14 +84,19 @@ def names() -> list[str]:
     return sorted(set(found))
 
 
+def read(folder) -> Preset:
+    """The preset packed in `folder` (named after it)."""
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    return Preset(folder.name, int(manifest["version"]), folder, manifest)
+
+
 def get(name: str) -> Preset:
     """The preset `name` ("english-small" or "preset:english-small"); PresetError naming those there are."""
     name = name[len(PREFIX) :] if is_preset(name) else name
     for folder in SEARCH_PATH:
-        manifest_path = Path(folder) / name / MANIFEST
-        if manifest_path.is_file():
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            return Preset(name, int(manifest["version"]), manifest_path.parent, manifest)
+        if (Path(folder) / name / MANIFEST).is_file():
+            return read(Path(folder) / name)
     raise PresetError(f"There is no preset {name!r}; the presets are {names()} (see `nlptool presets`).")
 
 
@@ -127,7 +132,7 @@ def run_dir(name: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        _unpack(preset, staging)
+        unpack(preset, staging)
         try:
             os.rename(staging, target)
         except OSError:  # another process made it first: theirs is the same
@@ -138,22 +143,23 @@ def run_dir(name: str) -> Path:
     return target
 
 
-def _unpack(preset: Preset, folder: Path) -> None:
-    """Write `preset` into the empty `folder` as a finished language-model run."""
+def unpack(preset: Preset, folder: Path) -> None:
+    """Write `preset` into the empty `folder` as a finished language-model run (its weights unchecked:
+    `run_dir` checks them first)."""
     import numpy as np
 
-    from nlptool import __version__, runs, tasks
     from nlptool import config as config_lib
+    from nlptool import runs, tasks
     from nlptool.files import write_json
     from nlptool.tasks.base import DataSource, Preprocessing
 
     task = tasks.get("language-model")
     config = config_lib.from_dict(task.config_class, preset.manifest["config"])
+    source = DataSource(in_memory=True, fingerprint=f"{PREFIX}{preset.name}")
+    run, _ = runs.Run.create(folder, task, config, source, {"preset": preset.name, "version": preset.version})
     for name in preset.manifest["tokenizer_files"]:
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(preset.folder / name, folder / name)
-    preprocessing = Preprocessing.load(folder, task.tokenizer_folders)
-    model = task.build_model(config, preprocessing)
+    model = task.build_model(config, Preprocessing.load(folder, task.tokenizer_folders))
     with np.load(preset.folder / WEIGHTS) as arrays:
         values = [arrays[f"{i:04d}"] for i in range(len(arrays.files))]
     if len(values) != len(model.weights):
@@ -163,16 +169,6 @@ def _unpack(preset: Preset, folder: Path) -> None:
     (folder / runs.CHECKPOINT).parent.mkdir(parents=True)
     model.save_weights(folder / runs.CHECKPOINT)
     config_lib.save_yaml(config, folder / runs.CONFIG_FILE)
-    write_json(
-        folder / runs.RUN_FILE,
-        {
-            "task": task.name,
-            "config": config_lib.to_dict(config),
-            "data": DataSource(dataset=None, in_memory=True, fingerprint=f"preset:{preset.name}").to_dict(),
-            "options": {"preset": preset.name, "version": preset.version},
-            "nlptool_version": __version__,
-        },
-    )
     write_json(folder / runs.TRAINING_FILE, {"preset": preset.name, "version": preset.version})
 
 

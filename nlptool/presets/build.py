@@ -9,7 +9,6 @@ in float32 and float16, the size) is also in the preset's manifest.
 
 import argparse
 import dataclasses
-import os
 import random
 import sys
 import tempfile
@@ -114,15 +113,9 @@ def build(name, run_dir, out, data_dir=None, overwrite=False):
         metrics=metrics,
     )
     # the same validation text through the packed float16 weights, unpacked as a user gets them
-    with tempfile.TemporaryDirectory() as cache:
-        os.environ["NLPTOOL_CACHE_DIR"] = cache
-        searched = list(presets.SEARCH_PATH)
-        presets.SEARCH_PATH[:] = [Path(out).resolve().parent]
-        try:
-            half = nlptool.load(presets.run_dir(name)).evaluate(validation)["perplexity"]
-        finally:
-            presets.SEARCH_PATH[:] = searched
-            del os.environ["NLPTOOL_CACHE_DIR"]
+    with tempfile.TemporaryDirectory() as unpacked:
+        presets.unpack(presets.read(folder), Path(unpacked))
+        half = nlptool.load(unpacked).evaluate(validation)["perplexity"]
     presets.set_metrics(folder, validation_perplexity_float16=round(half, 2))
     print(f"{name}: validation perplexity {full:.2f} (float32), {half:.2f} (float16 as packed); {minutes:.1f} min")
     return folder

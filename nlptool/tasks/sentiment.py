@@ -299,20 +299,20 @@ class SentimentTask(base.Task):
 
         from nlptool.models import classifier
 
-        start = preprocessing.start
-        if init_from is not None and start.task.name == "language-model":
-            init_from, init_encoder_from = None, init_from
-        if init_from is not None:
-            same_labels = start.preprocessing.labels.to_config() == preprocessing.labels.to_config()
-            for layer in model.layers:
-                if layer.name == "classifier" and not same_labels:
-                    continue  # a new head for a new label set
-                layer.set_weights(start.model.get_layer(layer.name).get_weights())
-        elif init_encoder_from is not None:
+        start = preprocessing.start  # what `prepare` took from init_from or init_encoder_from
+        if start is None:
+            return
+        if start.task.name == "language-model":
             transferred = classifier.transfer_encoder(start.model, model)
             logging.getLogger("nlptool.sentiment").info(
-                "started from %s: %s", init_encoder_from, ", ".join(transferred)
+                "started from %s: %s", init_from or init_encoder_from, ", ".join(transferred)
             )
+            return
+        same_labels = start.preprocessing.labels.to_config() == preprocessing.labels.to_config()
+        for layer in model.layers:
+            if layer.name == "classifier" and not same_labels:
+                continue  # a new head for a new label set
+            layer.set_weights(start.model.get_layer(layer.name).get_weights())
 
     def compile(self, model, config):
         from nlptool import training
