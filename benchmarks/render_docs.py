@@ -29,6 +29,7 @@ BENCHMARKS = (
     "translation",
     "transfer",
     "small_data",
+    "peers",
     "summarization",
     "serving",
     "distributed",

@@ -5,6 +5,7 @@ import base64
 import hashlib
 import io
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
@@ -12,6 +13,7 @@ import keras
 import sentencepiece as spm
 import tensorflow as tf
 import tensorflow_text as tf_text
+from sentencepiece import sentencepiece_model_pb2
 
 from nlptool.tokenizers.base import (
     END_ID,
@@ -28,6 +30,25 @@ logger = logging.getLogger(__name__)
 
 MODEL_TYPES = ("unigram", "bpe")
 LOG_EVERY = 100_000  # sentences between progress messages while reading the corpus
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# tensorflow-text has two SentencePiece ops. `FastSentencepieceTokenizer`
+# gives exactly the `sentencepiece` library's ids for unigram models (all of
+# 10,000 IMDB reviews, where the other op differs on 2) but not for BPE
+# models, and one op runs on one thread: a batch is cut into SHARDS parts,
+# each tokenised by its own op, which the graph's inter-op threads run at
+# once. SHARDS is fixed when the graph is traced (an export keeps the count
+# of the machine that made it); a part may be empty. BPE models keep
+# `SentencepieceTokenizer`, which spreads one batch over the threads itself.
+# Figures: docs/benchmarks.md, "Tokenisers".
+SHARDS = max(1, min(8, _cpu_count()))
 
 
 def _as_proto_bytes(model_proto: bytes | bytearray | str) -> bytes:
@@ -53,7 +74,8 @@ class SentencePieceTokenizer(Tokenizer):
 
     `train` learns the model with the `sentencepiece` library; the serialized
     model proto is the tokeniser's whole state. In the graph it runs with
-    `tensorflow_text.SentencepieceTokenizer`, so a SavedModel needs the
+    tensorflow-text's ops (`FastSentencepieceTokenizer` for unigram models,
+    `SentencepieceTokenizer` for BPE ones), so a SavedModel needs the
     tensorflow-text ops but not nlptool. The proto travels base64-encoded in
     the config under "model_proto".
 
@@ -157,13 +179,20 @@ class SentencePieceTokenizer(Tokenizer):
             )
         self.model_proto = proto
         self._piece_count = processor.get_piece_size()
-        # The op's model resource is kernel-owned and, in a loaded SavedModel,
-        # named after its graph node: two tokenisers with the default node name
-        # would both get the model of whichever loads first (source and target
-        # of a translation model, say). A name derived from the model keeps
-        # different models apart and lets equal ones share.
-        name = f"sentencepiece_{hashlib.sha256(proto).hexdigest()[:16]}"
-        self._sp = tf_text.SentencepieceTokenizer(model=proto, out_type=tf.int32, name=name)
+        model = sentencepiece_model_pb2.ModelProto()
+        model.ParseFromString(proto)
+        self._fast = model.trainer_spec.model_type == sentencepiece_model_pb2.TrainerSpec.UNIGRAM
+        if self._fast:
+            # the model is a constant input of the op: no resource, nothing shared between tokenisers
+            self._sp = tf_text.FastSentencepieceTokenizer(proto)
+        else:
+            # This op's model resource is kernel-owned and, in a loaded SavedModel,
+            # named after its graph node: two tokenisers with the default node name
+            # would both get the model of whichever loads first (source and target
+            # of a translation model, say). A name derived from the model keeps
+            # different models apart and lets equal ones share.
+            name = f"sentencepiece_{hashlib.sha256(proto).hexdigest()[:16]}"
+            self._sp = tf_text.SentencepieceTokenizer(model=proto, out_type=tf.int32, name=name)
 
     def _sentences(self, texts: TrainingTexts) -> Iterator[str]:
         count = 0
@@ -219,7 +248,12 @@ class SentencePieceTokenizer(Tokenizer):
 
     def tokenize(self, strings: tf.Tensor) -> tf.RaggedTensor:
         self._check_trained()
-        return tf.cast(self._sp.tokenize(strings), tf.int32)
+        if not self._fast or SHARDS == 1:
+            return tf.cast(self._sp.tokenize(strings), tf.int32)
+        count = tf.shape(strings)[0]
+        bounds = [count * i // SHARDS for i in range(SHARDS + 1)]
+        parts = [self._sp.tokenize(strings[bounds[i] : bounds[i + 1]]) for i in range(SHARDS)]
+        return tf.cast(tf.concat(parts, axis=0), tf.int32)
 
     def ids_to_text(self, ids: tf.RaggedTensor) -> tf.Tensor:
         self._check_trained()

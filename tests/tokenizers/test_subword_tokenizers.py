@@ -101,6 +101,19 @@ def test_sentencepiece_empty_and_batch(sp):
     assert decode(sp.detokenize(ids)) == ["", SAMPLES["english"], ""]
 
 
+@pytest.mark.parametrize("shards", [1, 2, 3])
+def test_sentencepiece_gives_the_librarys_ids_whatever_the_batch_and_its_parts(sp, shards, monkeypatch):
+    import sentencepiece as spm
+
+    monkeypatch.setattr(sentencepiece_module, "SHARDS", shards)
+    processor = spm.SentencePieceProcessor(model_proto=sp.model_proto)
+    tokenize = tf.function(sp.tokenize, input_signature=[tf.TensorSpec([None], tf.string)])  # traced with `shards`
+    texts = [*SAMPLES.values(), "  spaces   around  ", "", "[MASK] and ½ ﬁ"]
+    for size in (0, 1, 2, len(texts)):  # fewer texts than parts leaves parts empty
+        batch = texts[:size]
+        assert tokenize(tf.constant(batch, tf.string)).to_list() == processor.encode(batch), (size, batch)
+
+
 def test_sentencepiece_one_megabyte_string(sp):
     unit = " ".join(SAMPLES.values()) + " "
     text = (unit * (1_000_000 // len(unit.encode("utf-8")) + 1)).strip()
