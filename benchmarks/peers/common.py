@@ -6,7 +6,6 @@ tool a user would pick instead of nlptool for one task. Each has
 
     NAME: str                     # what it is, for the table
     TASK: str                     # "translation", "language-model" or "sentiment"
-    UNIT: str                     # what its throughput counts: "target tokens", "tokens", "examples"
     def run(seconds, seed, limit=None) -> dict
 
 `run` trains for `seconds` of wall clock (a `Deadline`, checked after every
@@ -16,7 +15,7 @@ the test split, untimed, and returns
 
     {"train_seconds": float,      # the training loop's wall clock, validation included
      "epochs": float,             # epochs trained, fractional when the deadline fell mid-epoch
-     "train_units": int,          # UNITs trained on (counted per step, padding excluded)
+     "train_units": int,          # what it trained on: target tokens, tokens or examples (padding excluded)
      "quality": {name: value},    # the task's test metrics
      "config": {name: value}}     # the sizes and settings it ran with
 

@@ -40,7 +40,6 @@ from sklearn.model_selection import train_test_split
 
 NAME = "Keras bidirectional RNN example (GRU)"
 TASK = "sentiment"
-UNIT = "examples"
 
 CONFIG = {
     "max_tokens": 20000,

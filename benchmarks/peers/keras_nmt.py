@@ -36,7 +36,6 @@ from common import Deadline, command_line
 
 NAME = "TensorFlow NMT-with-attention tutorial"
 TASK = "translation"
-UNIT = "target tokens"
 EMBEDDING_DIM, UNITS, BATCH_SIZE = 256, 512, 64
 
 

@@ -35,7 +35,6 @@ from common import Deadline, command_line
 
 NAME = "PyTorch GRU + attention seq2seq tutorial"
 TASK = "translation"
-UNIT = "target tokens"
 EMBEDDING_DIM, ENCODER_UNITS, DECODER_UNITS, DROPOUT, BATCH_SIZE = 256, 256, 512, 0.3, 64
 TEACHER_FORCING = 0.5
 CLIP = 1.0

@@ -42,7 +42,6 @@ from torch import nn
 
 NAME = "PyTorch word_language_model (GRU)"
 TASK = "language-model"
-UNIT = "tokens"
 
 CONFIG = {
     "rnn": "GRU",
