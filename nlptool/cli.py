@@ -318,7 +318,7 @@ def command_presets(args):
             f"{presets.PREFIX + row['name']:{width}s} {row['version']:7d} {row['parameters']:10,d} "
             f"{row['size_mb']:5.1f} {row['vocabulary']:6,d} {row['validation_perplexity']:7.1f}  {row['corpus']}"
         )
-        print(f"{'':{width}s} data licences: {row['licences']}")
+        print(f"{'':{width}s} language models: {row['directions']}; data licences: {row['licences']}")
 
 
 def command_datasets(args):

@@ -8,7 +8,7 @@ import pytest
 import nlptool
 from nlptool import presets, runs
 from nlptool.cli import main
-from nlptool.errors import RunError
+from nlptool.errors import RunError, UsageError
 
 LINES = [
     "the film was good and the acting was good",
@@ -40,9 +40,27 @@ def language_model(tmp_path_factory):
     return run
 
 
+BACKWARD = ["model.direction=backward", "model.train_embedding=false"]
+
+
 @pytest.fixture(scope="module")
-def packed(language_model, tmp_path_factory):
-    """The folder of presets holding "tiny" (packed from the language model) and its name."""
+def backward_model(language_model, tmp_path_factory):
+    """A backward language model started from the forward one, its word vectors fixed."""
+    run_dir = tmp_path_factory.mktemp("lm") / "backward"
+    return nlptool.train(
+        "language-model",
+        run_dir,
+        train=LINES,
+        validation=LINES[:4],
+        overrides=[*LM, *BACKWARD],
+        init_from=str(language_model.path),
+        verbose=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def packed(language_model, backward_model, tmp_path_factory):
+    """The folder of presets holding "tiny" (packed from the two language models)."""
     folder = tmp_path_factory.mktemp("presets")
     presets.pack(
         language_model,
@@ -55,6 +73,8 @@ def packed(language_model, tmp_path_factory):
         corpus_summary="24 lines",
         build_command="(the test)",
         metrics={"validation_perplexity": 9.5},
+        backward=backward_model,
+        backward_metrics={"validation_perplexity": 10.5},
     )
     return folder
 
@@ -83,6 +103,44 @@ def test_unpacked_weights_are_the_runs_in_float16(language_model, search):
     assert manifest["weights"]["sha256"] == presets.sha256(search / "tiny" / presets.WEIGHTS)
     assert manifest["parameters"] == sum(int(np.prod(w.shape)) for w in original)
     assert manifest["config"]["model"]["units"] == 12 and manifest["version"] == 3
+
+
+def test_the_backward_model_keeps_the_forward_models_word_vectors_and_unpacks_beside_it(
+    language_model, backward_model, search
+):
+    forward, backward = language_model.load(), backward_model.load()
+    assert backward.config.model.direction == "backward"
+    # started from the forward run: its tokeniser and shape, whatever the config asked
+    assert backward.preprocessing.tokenizers["text"].vocabulary == forward.preprocessing.tokenizers["text"].vocabulary
+    np.testing.assert_array_equal(backward.model.embedding.get_weights()[0], forward.model.embedding.get_weights()[0])
+    # its GRU trained away from the forward one it started from
+    assert not np.allclose(backward.model.grus[0].get_weights()[0], forward.model.grus[0].get_weights()[0])
+    unpacked = runs.Run.open(presets.run_dir("tiny", "backward"))
+    assert unpacked.path != presets.run_dir("tiny") and unpacked.path.name.endswith("-backward")
+    for mine, theirs in zip(unpacked.load().model.weights, backward.model.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy().astype(np.float16).astype(np.float32))
+    preset = presets.get("tiny")
+    assert preset.describe()["directions"] == "forward + backward"
+    packed_backward = search / "tiny" / presets.BACKWARD_WEIGHTS
+    assert preset.manifest["backward"]["weights"]["sha256"] == presets.sha256(packed_backward)
+
+
+def test_pack_refuses_a_backward_model_of_another_direction_or_tokeniser(language_model, backward_model, tmp_path):
+    with pytest.raises(presets.PresetError, match="is a forward language model; the preset's backward model"):
+        presets.pack(language_model, tmp_path / "a", **_about(), backward=language_model)
+    with pytest.raises(presets.PresetError, match="is a backward language model; the preset's forward model"):
+        presets.pack(backward_model, tmp_path / "b", **_about())
+    other = nlptool.train(
+        "language-model",
+        tmp_path / "other",
+        train=LINES[:6],
+        validation=LINES[:2],
+        overrides=[*LM, *BACKWARD, "tokenizer.vocab_size=12"],
+        verbose=0,
+    )
+    with pytest.raises(presets.PresetError, match="has another tokeniser than"):
+        presets.pack(language_model, tmp_path / "c", **_about(), backward=other)
+    assert not (tmp_path / "c").exists()
 
 
 def test_the_unpacked_preset_generates_what_the_run_generates_with_float16_weights(language_model, search):
@@ -147,6 +205,10 @@ def test_a_classifier_starts_from_the_presets_embedding_and_gru(search, tmp_path
     forward = model.get_layer("bidirectional_0").forward_layer
     for mine, theirs in zip(forward.get_weights(), preset.model.grus[0].get_weights()):
         np.testing.assert_array_equal(mine, theirs)
+    backward = model.get_layer("bidirectional_0").backward_layer  # from the preset's backward model
+    preset_backward = runs.Run.open(presets.run_dir("tiny", "backward")).load()
+    for mine, theirs in zip(backward.get_weights(), preset_backward.model.grus[0].get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
     assert run.config.model.embedding_dim == 8 and run.config.model.units == 12
     assert run.config.tokenizer.vocab_size == preset.preprocessing.tokenizers["text"].vocabulary_size()
     assert json.loads((run.path / runs.RUN_FILE).read_text())["options"][flag] == "preset:tiny"
@@ -156,6 +218,7 @@ def test_the_command_line_lists_presets_and_trains_from_one(search, tmp_path, ca
     assert main(["presets"]) == 0
     listed = capsys.readouterr().out
     assert "preset:tiny" in listed and "24 lines" in listed and "test text" in listed
+    assert "language models: forward + backward" in listed
     data = tmp_path / "reviews.csv"
     data.write_text(
         "text,label\n" + "\n".join(f"{text},{label}" for text, label in zip(REVIEWS["text"], REVIEWS["label"]))
@@ -170,6 +233,24 @@ def test_the_command_line_lists_presets_and_trains_from_one(search, tmp_path, ca
     assert "There is no preset 'nothing'" in capsys.readouterr().err
 
 
+def test_a_classifier_cannot_start_from_a_backward_language_model(backward_model, tmp_path):
+    with pytest.raises(UsageError, match="is a backward language model; start from a forward one"):
+        nlptool.train("sentiment", tmp_path / "clf", train=_frame(), init_from=str(backward_model.path), verbose=0)
+
+
+def test_a_language_model_continues_from_a_preset_with_its_tokeniser_and_weights(search, tmp_path):
+    """`--init-from` on the language-model task: at a learning rate of 0 the run is the preset."""
+    args = ["train", "language-model", "--run-dir", str(tmp_path / "lm"), "--init-from", "preset:tiny"]
+    text = tmp_path / "mine.txt"
+    text.write_text("\n".join(LINES[:8]) + "\n")
+    settings = ["--set", "training.learning_rate=0", "--set", "training.epochs=1", "--set", "model.units=99"]
+    assert main([*args, "--train-file", str(text), *settings]) == 0
+    run, preset = runs.Run.open(tmp_path / "lm").load(), nlptool.load("preset:tiny").load()
+    assert run.config.model.units == 12  # the preset's shape, not the flag's
+    for mine, theirs in zip(run.model.weights, preset.model.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+
 def test_a_classifier_cannot_start_from_an_export(language_model, tmp_path):
     export = language_model.export(tmp_path / "export")
     with pytest.raises(RunError, match="is an export; start from a run directory or a preset"):
@@ -182,9 +263,12 @@ def test_the_shipped_presets_match_their_checksums():
     for name in shipped:
         preset = presets.get(name)
         assert presets.sha256(preset.folder / presets.WEIGHTS) == preset.sha256, name
-        metrics = preset.manifest["metrics"]
-        # float16 weights lose nothing measurable: validation perplexity within 0.5 % of float32's
-        assert metrics["validation_perplexity_float16"] == pytest.approx(metrics["validation_perplexity"], rel=5e-3)
+        for direction in ("forward", "backward") if preset.has_backward else ("forward",):
+            entry = preset.model(direction)
+            assert presets.sha256(preset.folder / entry["weights"]["file"]) == entry["weights"]["sha256"], name
+            metrics = entry["metrics"]
+            # float16 weights lose nothing measurable: validation perplexity within 0.5 % of float32's
+            assert metrics["validation_perplexity_float16"] == pytest.approx(metrics["validation_perplexity"], rel=5e-3)
 
 
 def _frame():

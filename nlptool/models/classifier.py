@@ -207,31 +207,36 @@ def predict_probabilities(model, tokenizer, texts, max_length, batch_size=256):
     return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), "float32")
 
 
-def transfer_encoder(language_model, model):
+def transfer_encoder(language_model, model, backward=None):
     """Copy a language model's embedding and GRU weights into the
     classifier `model` (built with the language model's embedding size and
-    units); returns the names of the layers that received weights.
+    units); returns the paths of the layers that received weights.
 
     The embedding always transfers. GRU layer i takes the language model's
     layer i where the shapes agree: every layer of a unidirectional stack
     (up to the language model's depth); in a bidirectional stack, the
-    forward direction of the first layer (the backward direction reads the
-    text the other way round, and deeper layers take both directions as
-    input, so neither matches a left-to-right language model).
+    forward direction of the first layer, and its backward direction from
+    `backward`, a backward language model over the same embedding, when
+    given (deeper layers take both directions as input, so neither matches
+    a language model's layer).
     """
     model.get_layer("embedding").set_weights(language_model.embedding.get_weights())
     transferred = ["embedding"]
     for index, source in enumerate(language_model.grus):
         try:
             layer = model.get_layer(f"bidirectional_{index}")
-            target = layer.forward_layer
+            pairs = [(layer.forward_layer, source)]
+            if backward is not None and index < len(backward.grus):
+                pairs.append((layer.backward_layer, backward.grus[index]))
         except ValueError:
             try:
-                target = model.get_layer(f"gru_{index}")
+                pairs = [(model.get_layer(f"gru_{index}"), source)]
             except ValueError:
                 break  # the classifier has fewer layers
-        if [w.shape for w in target.weights] != [w.shape for w in source.weights]:
+        matching = [(t, s) for t, s in pairs if [w.shape for w in t.weights] == [w.shape for w in s.weights]]
+        for target, weights in matching:
+            target.set_weights(weights.get_weights())
+            transferred.append(target.path)
+        if len(matching) < len(pairs):
             break
-        target.set_weights(source.get_weights())
-        transferred.append(target.path)
     return transferred

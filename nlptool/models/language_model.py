@@ -52,11 +52,15 @@ def _pieces(lines):
     return pieces
 
 
-def token_stream(tokenizer, lines, unit):
+def token_stream(tokenizer, lines, unit, direction="forward"):
     """The corpus as one int32 id stream. "line": every line's tokens then
     </s>, with one </s> in front so that the first word is predicted too (the
     PTB convention: every word and every end of sentence counts). "text":
-    the text's tokens, newlines included, after one </s>."""
+    the text's tokens, newlines included, after one </s>.
+
+    "backward": that stream reversed, so that every line's tokens come last
+    to first, each line after a </s> (what a backward model reads: the
+    token before, from all that follows it)."""
     texts = lines if unit == "line" else _pieces(lines)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
@@ -74,7 +78,12 @@ def token_stream(tokenizer, lines, unit):
     parts = [np.array([END_ID], np.int32)]
     for start in range(0, len(texts), TOKENIZE_BATCH):
         parts.append(encode(tf.constant(texts[start : start + TOKENIZE_BATCH])).numpy())
-    return np.concatenate(parts)
+    stream = np.concatenate(parts)
+    if direction == "backward":
+        return np.ascontiguousarray(stream[::-1])
+    if direction != "forward":
+        raise ValueError(f"direction must be 'forward' or 'backward', not {direction!r}.")
+    return stream
 
 
 def stream_windows(stream, batch_size):
@@ -371,7 +380,46 @@ def build_model(config, vocabulary_size):
         name="language_model",
     )
     model.build()
+    if not m.train_embedding:
+        model.embedding.trainable = False
     return model
+
+
+def copy_weights(source, target):
+    """Give `target` the weights of `source`, a language model of the same
+    embedding and GRU layers; the sampler and dropout seeds stay the target's.
+
+    The softmax follows the target's own tying: tied to tied copies the
+    projection and output bias; a target with a softmax of its own starts
+    from the source's, or from what the tied source computes (the embedding
+    transposed, through its projection if it has one).
+    """
+    pairs = [("embedding", source.embedding, target.embedding)]
+    pairs += [(gru.name, gru, into) for gru, into in zip(source.grus, target.grus, strict=True)]
+    if target.tie_weights:
+        if not source.tie_weights:
+            raise ValueError(
+                "The language model ties its softmax to the embedding, the one it starts from has a softmax of its own."
+            )
+        if source.projection is not None or target.projection is not None:
+            pairs.append(("projection", source.projection, target.projection))
+    for name, layer, into in pairs:
+        weights = None if layer is None else layer.get_weights()
+        if into is None or weights is None or [w.shape for w in weights] != [w.shape for w in into.get_weights()]:
+            raise ValueError(f"The language model's {name} does not match the one it starts from.")
+        into.set_weights(weights)
+    if target.tie_weights:
+        target.output_bias.assign(source.output_bias)
+        return
+    if not source.tie_weights:
+        kernel, bias = source.projection.get_weights()
+    else:  # logits = (h P + p) E^T + b = h (P E^T) + (p E^T + b)
+        embedding, bias = source.embedding.get_weights()[0], source.output_bias.numpy()
+        kernel = embedding.T
+        if source.projection is not None:
+            projection, projection_bias = source.projection.get_weights()
+            kernel, bias = projection @ embedding.T, projection_bias @ embedding.T + bias
+    target.projection.set_weights([kernel, bias])
 
 
 def stream_nll(model, stream, batch_size=1, window=200, progress=False):

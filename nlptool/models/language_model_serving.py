@@ -20,17 +20,26 @@ class LanguageModelServing(ServingModule):
     stream); all of it but its last token runs through the GRU stack
     (masked, so prompts of any length share a batch), and its last token is
     the first input of the decoding loop.
+
+    A `backward` model reads text from its end: `text` is what comes before
+    the prompt. The prompt is cut to its first `max_prompt_tokens` tokens
+    and read last token first, and the generated tokens, which come out
+    nearest the prompt first, are put back in reading order.
     """
 
-    def __init__(self, tokenizer, model, generation):
+    def __init__(self, tokenizer, model, generation, backward=False):
         super().__init__(model, name="language_model_serving")
         self.tokenizer = tokenizer
         self.defaults = generation  # a GenerationConfig
         self.end_id = END_ID if generation.stop_at_end else -1
+        self.backward = backward
 
     def prompt_states(self, prompts):
         """(states after all but the last prompt token, the last token) for a batch of prompts."""
-        ids = self.tokenizer.cut(prompts, self.defaults.max_prompt_tokens, keep="last")
+        keep = "first" if self.backward else "last"  # the context nearest the generated text
+        ids = self.tokenizer.cut(prompts, self.defaults.max_prompt_tokens, keep=keep)
+        if self.backward:
+            ids = tf.reverse_sequence(ids, _text_lengths(ids), seq_axis=1, batch_axis=0)
         batch = tf.shape(ids)[0]
         # training streams open with </s> and mark every sentence end with it: it is the context of a new text
         ids = tf.concat([tf.fill([batch, 1], END_ID), ids], axis=1)
@@ -61,7 +70,7 @@ class LanguageModelServing(ServingModule):
             seed=seed,
             end_id=self.end_id,
         )
-        return tokens, lengths
+        return self.reading_order(tokens), lengths
 
     def beam_ids(self, prompts, max_new_tokens, beam_width, length_penalty=0.0, min_new_tokens=0):
         states, last = self.prompt_states(prompts)
@@ -75,7 +84,17 @@ class LanguageModelServing(ServingModule):
             length_penalty=length_penalty,
             min_length=min_new_tokens + 1,  # the end token counts in a hypothesis's length, and is not text
         )
-        return tokens[:, 0], scores[:, 0]
+        return self.reading_order(tokens[:, 0]), scores[:, 0]
+
+    def reading_order(self, tokens):
+        """Generated tokens (batch, steps) as the text reads: as they are for a
+        forward model; for a backward one, the tokens before the first </s>
+        reversed (the end and what follows it are not text)."""
+        if not self.backward:
+            return tokens
+        lengths = _text_lengths(tokens)
+        text = tf.where(tf.sequence_mask(lengths, tf.shape(tokens)[1]), tokens, tf.zeros_like(tokens))
+        return tf.reverse_sequence(text, lengths, seq_axis=1, batch_axis=0)
 
     @tf.function(input_signature=[])
     def generation_defaults(self):
@@ -140,3 +159,9 @@ class LanguageModelServing(ServingModule):
         )
         tokens, scores = self.beam_ids(prompt, max_new_tokens, beam_width, length_penalty, min_new_tokens)
         return {"text": self.tokenizer.detokenize(tokens), "score": scores}
+
+
+def _text_lengths(ids):
+    """(batch,) int32: each row's tokens before its first </s> or <pad>."""
+    stop = tf.logical_or(tf.equal(ids, END_ID), tf.equal(ids, PAD_ID))
+    return tf.reduce_sum(tf.cast(tf.equal(tf.cumsum(tf.cast(stop, tf.int32), axis=1), 0), tf.int32), axis=1)

@@ -1,10 +1,18 @@
 """Train and pack a registered preset: `python -m nlptool.presets.build english-small`.
 
 The corpus is every English text in the data directory that a licence
-allows and that no benchmark reports on (see `corpus`); the run goes to
-`runs/presets/NAME` and the packed preset to `nlptool/presets/NAME`
+allows and that no benchmark reports on (see `corpus`). The forward
+language model trains in `runs/presets/NAME`; a recipe with a backward
+model then trains it in `runs/presets/NAME-backward`: started from the
+forward one (its tokeniser, and its word vectors, which stay fixed, so
+that a classifier's two directions can share them), on the same corpus
+read last word first. The packed preset goes to `nlptool/presets/NAME`
 (`--out` for elsewhere). What the command prints at the end (perplexities
-in float32 and float16, the size) is also in the preset's manifest.
+in float32 and float16) is also in the preset's manifest.
+
+`--forward-from RUN_DIR|preset:NAME` takes a trained forward model instead
+of training one (the preset's own, to add or retrain only the backward
+model).
 """
 
 import argparse
@@ -24,6 +32,7 @@ class Recipe:
     overrides: tuple[str, ...]  # on the shipped `imdb` language-model config
     max_words: int | None  # of the shuffled training lines (None: all of them)
     version: int
+    backward_overrides: tuple[str, ...] | None = None  # None: no backward model
 
 
 RECIPES = {
@@ -77,31 +86,50 @@ def corpus(seed=1234, data_dir=None):
     return train, [line for line in validation if line], described
 
 
-def build(name, run_dir, out, data_dir=None, overwrite=False):
+def build(name, run_dir, out, data_dir=None, overwrite=False, forward_from=None):
     import nlptool
     from nlptool.tasks.language_model import first_words
 
     recipe = RECIPES[name]
     train, validation, described = corpus(data_dir=data_dir)
     train = first_words(train, recipe.max_words)
-    started = time.perf_counter()
-    run = nlptool.train(
-        "language-model",
-        run_dir,
-        train=train,
-        validation=validation,
-        config="imdb",
-        overrides=list(recipe.overrides),
-        overwrite=overwrite,
-    )
-    minutes = (time.perf_counter() - started) / 60
-    full = run.evaluate(validation)["perplexity"]
     words = sum(len(line.split()) for line in train)
+
+    def trained(direction, run_dir, overrides, **options):
+        started = time.perf_counter()
+        run = nlptool.train(
+            "language-model",
+            run_dir,
+            train=train,
+            validation=validation,
+            config="imdb",
+            overrides=list(overrides),
+            overwrite=overwrite,
+            **options,
+        )
+        minutes = (time.perf_counter() - started) / 60
+        perplexity = run.evaluate(validation)["perplexity"]
+        print(f"{name}, {direction}: validation perplexity {perplexity:.2f} (float32); {minutes:.1f} min")
+        return run, {"validation_perplexity": round(perplexity, 2), "training_minutes": round(minutes, 1)}
+
+    if forward_from is None:
+        forward, metrics = trained("forward", run_dir, recipe.overrides)
+        metrics["training_words"] = words
+    else:
+        forward = nlptool.load(forward_from)
+        manifest = presets.get(forward_from).manifest if presets.is_preset(forward_from) else {}
+        metrics = {**manifest.get("metrics", {}), "training_words": words}
+        metrics.pop("validation_perplexity_float16", None)  # measured again below, as packed now
+        metrics["validation_perplexity"] = round(forward.evaluate(validation)["perplexity"], 2)
+    backward, backward_metrics = None, None
+    if recipe.backward_overrides is not None:
+        backward_dir = Path(f"{run_dir}-backward")
+        backward, backward_metrics = trained(
+            "backward", backward_dir, recipe.backward_overrides, init_from=str(forward.path)
+        )
     summary = f"{words / 1e6:.1f} M words: IMDB reviews, WikiText-2, Tatoeba English"
-    command = f"python -m nlptool.presets.build {name}"
-    metrics = {"validation_perplexity": round(full, 2), "training_minutes": round(minutes, 1), "training_words": words}
     folder = presets.pack(
-        run,
+        forward,
         out,
         name=name,
         version=recipe.version,
@@ -109,15 +137,19 @@ def build(name, run_dir, out, data_dir=None, overwrite=False):
         corpus=described,
         licences=LICENCES,
         corpus_summary=summary,
-        build_command=command,
+        build_command=f"python -m nlptool.presets.build {name}",
         metrics=metrics,
+        backward=backward,
+        backward_metrics=backward_metrics,
     )
     # the same validation text through the packed float16 weights, unpacked as a user gets them
-    with tempfile.TemporaryDirectory() as unpacked:
-        presets.unpack(presets.read(folder), Path(unpacked))
-        half = nlptool.load(unpacked).evaluate(validation)["perplexity"]
-    presets.set_metrics(folder, validation_perplexity_float16=round(half, 2))
-    print(f"{name}: validation perplexity {full:.2f} (float32), {half:.2f} (float16 as packed); {minutes:.1f} min")
+    packed = presets.read(folder)
+    for direction in ("forward", "backward") if packed.has_backward else ("forward",):
+        with tempfile.TemporaryDirectory() as unpacked:
+            presets.unpack(packed, Path(unpacked), direction)
+            half = nlptool.load(unpacked).evaluate(validation)["perplexity"]
+        presets.set_metrics(folder, direction, validation_perplexity_float16=round(half, 2))
+        print(f"{name}, {direction}: validation perplexity {half:.2f} (float16 as packed)")
     return folder
 
 
@@ -128,9 +160,15 @@ def main(argv=None):
     parser.add_argument("--out", help="the preset folder to write (default: nlptool/presets/NAME)")
     parser.add_argument("--data-dir", help="the data directory (default: NLPTOOL_DATA_DIR)")
     parser.add_argument("--overwrite", action="store_true", help="train again in a run directory that holds a run")
+    parser.add_argument(
+        "--forward-from",
+        metavar="RUN_DIR|preset:NAME",
+        help="a trained forward language model to pack, instead of training one (then only the backward trains)",
+    )
     args = parser.parse_args(argv)
     out = args.out or Path(presets.__file__).parent / args.name
-    build(args.name, args.run_dir or Path("runs") / "presets" / args.name, out, args.data_dir, args.overwrite)
+    run_dir = args.run_dir or Path("runs") / "presets" / args.name
+    build(args.name, run_dir, out, args.data_dir, args.overwrite, args.forward_from)
     return 0
 
 

@@ -20,6 +20,32 @@ from typing import Any, ClassVar, Literal
 
 from nlptool.errors import DataError, UsageError
 
+# === Starting from a trained run ===
+
+
+def start_spec(path):
+    """What `--init-from` names, as run.json records it: a preset spec as
+    given, a run directory as an absolute path (wherever the command ran)."""
+    from nlptool import presets
+
+    if path is None or presets.is_preset(path):
+        return path
+    return str(Path(path).resolve())
+
+
+def trained_run(path, task_name):
+    """The trained run at `path` (or the preset "preset:NAME"), which must be a `task_name` run."""
+    from nlptool import runs
+    from nlptool.errors import RunError
+
+    run = runs.load(path)
+    if not isinstance(run, runs.Run):
+        raise RunError(f"{path} is an export; start from a run directory or a preset.")
+    if run.task.name != task_name:
+        raise RunError(f"{path} is a {run.task.name} run; a {task_name} run is needed here.")
+    return run.load()
+
+
 # === The values a config number may take ===
 
 
@@ -229,6 +255,7 @@ class Preprocessing:
     tokenizers: dict
     labels: Any = None  # nlptool.data.LabelMap
     start: Any = None  # the Trained run whose weights the model starts from (not saved)
+    start_backward: Any = None  # a backward language model it starts from too (not saved)
 
     def save(self, run_dir, folders):
         from nlptool.files import write_json

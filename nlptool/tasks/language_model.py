@@ -17,6 +17,9 @@ from nlptool.errors import UsageError
 from nlptool.tasks import base
 
 LM_SPLITS = ("train", "valid", "test")
+# what a model started from another (--init-from) takes over from it; its dropout, training and tying stay
+# the config's (an untied softmax starts from what the tied one computes)
+ARCHITECTURE_FIELDS = ("embedding_dim", "units", "layers")
 
 
 @dataclasses.dataclass
@@ -37,6 +40,15 @@ class ModelConfig(base.Section):
     layers: int = 2  # stacked GRU layers
     dropout: float = 0.4  # variational: on each GRU layer's input and on the last output
     tie_weights: bool = True  # the softmax reuses the embedding matrix
+    # "backward": the model reads the corpus from its last token to its first and predicts the
+    # token before; it generates the text that comes before a prompt. A forward and a backward
+    # model over one embedding start both directions of a bidirectional classifier.
+    direction: Literal["forward", "backward"] = "forward"
+    # false: the embedding (and with tie_weights the softmax's matrix) keeps the weights the
+    # model starts from (--init-from): a backward model started from a forward one then reads
+    # the same word vectors, which a classifier's two directions share; untied, its softmax
+    # still learns
+    train_embedding: bool = True
 
     ranges = {**dict.fromkeys(("embedding_dim", "units", "layers"), base.AT_LEAST_ONE), "dropout": base.RATE}
 
@@ -166,6 +178,18 @@ class LanguageModelTask(base.Task):
 
     # --- command line ---
 
+    def add_train_arguments(self, parser):
+        parser.add_argument(
+            "--init-from",
+            metavar="RUN_DIR|preset:NAME",
+            help="start from a language model (a preset, `nlptool presets`, or a run): its tokeniser and weights, "
+            "and the shape of its model; train it on on your own text (the first step of fine-tuning a classifier "
+            "from a preset on a new domain)",
+        )
+
+    def train_options(self, args):
+        return {"init_from": base.start_spec(args.init_from)}
+
     def add_predict_arguments(self, parser):
         parser.add_argument("--max-new-tokens", type=int, help="tokens to add (default: the run's config)")
         parser.add_argument("--temperature", type=float, help="sampling temperature; 0 is greedy (default: the run's)")
@@ -256,10 +280,21 @@ class LanguageModelTask(base.Task):
 
     # --- preprocessing and model ---
 
-    def prepare(self, config, splits):
+    def prepare(self, config, splits, init_from=None):
         from nlptool import tokenizers
         from nlptool.models.language_model import training_texts
 
+        if init_from is not None:
+            start = base.trained_run(init_from, self.name)
+            old = start.config
+            config = dataclasses.replace(
+                config,
+                tokenizer=old.tokenizer,
+                model=dataclasses.replace(
+                    config.model, **{name: getattr(old.model, name) for name in ARCHITECTURE_FIELDS}
+                ),
+            )
+            return config, base.Preprocessing({"text": start.preprocessing.tokenizers["text"]}, start=start)
         t = config.tokenizer
         options = {"lowercase": t.lowercase, "split_punctuation": t.split_punctuation} if t.kind == "word" else {}
         tokenizer = tokenizers.create(t.kind, t.vocab_size, **options)
@@ -269,6 +304,12 @@ class LanguageModelTask(base.Task):
         from nlptool.models import language_model
 
         return language_model.build_model(config, preprocessing.tokenizers["text"].vocabulary_size())
+
+    def initialize(self, model, preprocessing, init_from=None):
+        from nlptool.models.language_model import copy_weights
+
+        if preprocessing.start is not None:
+            copy_weights(preprocessing.start.model, model)
 
     def compile(self, model, config):
         from nlptool import training
@@ -280,8 +321,9 @@ class LanguageModelTask(base.Task):
         from nlptool.models.language_model import token_stream, window_dataset
 
         tokenizer, unit, t = preprocessing.tokenizers["text"], config.tokenizer.unit, config.training
-        train_stream = token_stream(tokenizer, splits.train, unit)
-        validation_stream = token_stream(tokenizer, splits.validation, unit)
+        direction = config.model.direction
+        train_stream = token_stream(tokenizer, splits.train, unit, direction)
+        validation_stream = token_stream(tokenizer, splits.validation, unit, direction)
         return base.Batches(
             window_dataset(train_stream, t.batch_size, t.window),
             window_dataset(validation_stream, t.batch_size, t.window),
@@ -300,7 +342,7 @@ class LanguageModelTask(base.Task):
 
         config, tokenizer = trained.config, trained.preprocessing.tokenizers["text"]
         unit = config.tokenizer.unit
-        stream = token_stream(tokenizer, lines, unit)
+        stream = token_stream(tokenizer, lines, unit, config.model.direction)
         started = time.monotonic()
         nll, tokens = stream_nll(trained.model, stream, progress=True)
         metrics = {
@@ -329,8 +371,12 @@ class LanguageModelTask(base.Task):
     def serving_module(self, trained):
         from nlptool.models.language_model_serving import LanguageModelServing
 
+        config = trained.config
         module = LanguageModelServing(
-            trained.preprocessing.tokenizers["text"], trained.model, trained.config.generation
+            trained.preprocessing.tokenizers["text"],
+            trained.model,
+            config.generation,
+            backward=config.model.direction == "backward",
         )
         return module, {
             "serving_default": module.serve,

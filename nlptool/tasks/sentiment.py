@@ -10,7 +10,6 @@ classification report and the confusion matrix. The export's
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Literal
 
 from nlptool.errors import RunError, UsageError
@@ -130,14 +129,10 @@ class SentimentTask(base.Task):
         )
 
     def train_options(self, args):
-        from nlptool import presets
-
-        def absolute(path):  # run.json records the run started from, wherever the command ran
-            if path is None or presets.is_preset(path):
-                return path
-            return str(Path(path).resolve())
-
-        return {"init_from": absolute(args.init_from), "init_encoder_from": absolute(args.init_encoder_from)}
+        return {
+            "init_from": base.start_spec(args.init_from),
+            "init_encoder_from": base.start_spec(args.init_encoder_from),
+        }
 
     # --- data ---
 
@@ -253,7 +248,7 @@ class SentimentTask(base.Task):
     # --- preprocessing and model ---
 
     def prepare(self, config, splits, init_from=None, init_encoder_from=None):
-        from nlptool import tokenizers
+        from nlptool import presets, tokenizers
         from nlptool.data import LabelMap
 
         if init_from is not None and init_encoder_from is not None:
@@ -265,7 +260,7 @@ class SentimentTask(base.Task):
         if init_from is not None and _task_of(init_from) == "language-model":
             init_from, init_encoder_from = None, init_from
         if init_from is not None:
-            start = _trained_run(init_from, self.name)
+            start = base.trained_run(init_from, self.name)
             old = start.config
             config = _shaped_like(
                 config,
@@ -275,7 +270,12 @@ class SentimentTask(base.Task):
             )
             return config, base.Preprocessing({"text": start.preprocessing.tokenizers["text"]}, label_map, start)
         if init_encoder_from is not None:
-            start = _trained_run(init_encoder_from, "language-model")
+            start = base.trained_run(init_encoder_from, "language-model")
+            if start.config.model.direction != "forward":
+                raise UsageError(
+                    f"{init_encoder_from} is a backward language model; start from a forward one "
+                    "(a preset brings its backward model with it)."
+                )
             tokenizer = start.preprocessing.tokenizers["text"]
             config = _shaped_like(
                 config,
@@ -284,7 +284,10 @@ class SentimentTask(base.Task):
                 embedding_dim=start.config.model.embedding_dim,
                 units=start.config.model.units,
             )
-            return config, base.Preprocessing({"text": tokenizer}, label_map, start)
+            backward = None
+            if presets.is_preset(init_encoder_from) and presets.get(init_encoder_from).has_backward:
+                backward = base.trained_run(presets.run_dir(init_encoder_from, "backward"), "language-model")
+            return config, base.Preprocessing({"text": tokenizer}, label_map, start, start_backward=backward)
         tokenizer = tokenizers.create(config.tokenizer.kind, config.tokenizer.vocab_size)
         return config, base.Preprocessing({"text": tokenizer.train(splits.train["text"])}, label_map)
 
@@ -303,7 +306,8 @@ class SentimentTask(base.Task):
         if start is None:
             return
         if start.task.name == "language-model":
-            transferred = classifier.transfer_encoder(start.model, model)
+            backward = preprocessing.start_backward
+            transferred = classifier.transfer_encoder(start.model, model, None if backward is None else backward.model)
             logging.getLogger("nlptool.sentiment").info(
                 "started from %s: %s", init_from or init_encoder_from, ", ".join(transferred)
             )
@@ -440,18 +444,6 @@ def _task_of(path):
     from nlptool import runs
 
     return runs.task_of(path)[0].name
-
-
-def _trained_run(path, task_name):
-    """The trained run at `path` (or the preset "preset:NAME"), which must be a `task_name` run."""
-    from nlptool import runs
-
-    run = runs.load(path)
-    if not isinstance(run, runs.Run):
-        raise RunError(f"{path} is an export; start from a run directory or a preset.")
-    if run.task.name != task_name:
-        raise RunError(f"{path} is a {run.task.name} run; a {task_name} run is needed here.")
-    return run.load()
 
 
 def _shaped_like(config, tokenizer_kind, vocab_size, **model_fields):

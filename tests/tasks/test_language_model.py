@@ -253,6 +253,70 @@ def test_token_stream_does_not_depend_on_batching_or_chunking(monkeypatch):
     assert token_stream(words, lines, "text").tolist() == whole_text
 
 
+def test_a_backward_stream_is_each_line_last_token_first_lines_in_reverse_order():
+    tokenizer = make_tokenizer(lm_config(), TRAIN)
+    lines = ["the cat sat", "", "a dog ran on the mat"]
+    backward = token_stream(tokenizer, lines, "line", "backward")
+    read_backwards = [" ".join(reversed(line.split())) for line in reversed(lines)]
+    np.testing.assert_array_equal(backward, token_stream(tokenizer, read_backwards, "line"))
+    np.testing.assert_array_equal(backward, token_stream(tokenizer, lines, "line")[::-1])
+    with pytest.raises(ValueError, match="direction must be 'forward' or 'backward', not 'sideways'"):
+        token_stream(tokenizer, lines, "line", "sideways")
+
+
+def test_a_backward_model_generates_what_comes_before_the_prompt(tmp_path):
+    """A backward model that learnt one line continues "four five six" with the words before it,
+    in reading order, by sampling, greedy and beam search, in the run and in its export."""
+    lines = ["one two three four five six"] * 40
+    overrides = [
+        "model.units=32",
+        "model.embedding_dim=16",
+        "model.layers=1",
+        "model.dropout=0",
+        "model.direction=backward",
+        "tokenizer.vocab_size=20",
+        "training.batch_size=2",
+        "training.window=6",
+        "training.epochs=8",
+        "training.lr_decay_start=100",
+        "generation.temperature=0",
+    ]
+    run = runs.Run.open(train_tiny(LM, Splits(lines, lines[:4]), overrides, tmp_path / "run").path)
+    assert run.evaluate(lines[:4])["perplexity"] < 1.05
+    expected = [{"text": "one two three"}]
+    assert run.predict(["four five six"], max_new_tokens=6) == expected
+    assert run.predict(["four five six"], max_new_tokens=6, beam_width=3) == expected
+    export = run.export(tmp_path / "export")
+    calls = [("serving_default", {"prompt": (["four five six", "three four"], "string")})]
+    assert call_export(export, calls)[0]["text"] == ["one two three", "one two"]
+
+
+@pytest.mark.parametrize("units", [8, 12])  # the embedding's size (no projection) and another (a projection)
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_model_started_from_another_computes_what_it_computes_tied_or_not(units, tied):
+    """copy_weights: the same logits for the same ids, whether the target ties its softmax or not."""
+    keras.utils.set_random_seed(5)
+    source = lm_models.LanguageModel(30, 8, units, 2, tie_weights=tied)
+    source.build()
+    for variable in source.weights:  # not the initial zeros of the biases
+        variable.assign(tf.random.normal(variable.shape, stddev=0.3))
+    ids = tf.constant([[3, 7, 11, 29, 4]])
+    expected, _ = source(ids)
+    for target_tied in (True, False):
+        target = lm_models.LanguageModel(30, 8, units, 2, tie_weights=target_tied, seed=9)
+        target.build()
+        if target_tied and not tied:
+            with pytest.raises(ValueError, match="ties its softmax to the embedding, the one it starts from has"):
+                lm_models.copy_weights(source, target)
+            continue
+        lm_models.copy_weights(source, target)
+        np.testing.assert_allclose(target(ids)[0].numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
+    deeper = lm_models.LanguageModel(30, 8, units, 3)
+    deeper.build()
+    with pytest.raises(ValueError):
+        lm_models.copy_weights(source, deeper)
+
+
 # === 3. truncated BPTT carries the state ===
 
 
@@ -718,7 +782,7 @@ def test_training_fills_the_run_directory(cli_run, files):
     # the stream: one </s> in front, every training line's words and its </s>
     assert trained["train_tokens"] == 1 + word_count(TRAIN[:-1], "line")
     record = json.loads((run / "run.json").read_text())
-    assert record["task"] == "language-model" and record["options"] == {}
+    assert record["task"] == "language-model" and record["options"] == {"init_from": None}
     assert record["config"] == config_lib.to_dict(config)
     assert record["data"]["train_file"] == str(files[0].resolve())
     assert record["data"]["test_file"] == str(files[1].resolve())
