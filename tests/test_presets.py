@@ -251,6 +251,23 @@ def test_a_language_model_continues_from_a_preset_with_its_tokeniser_and_weights
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
 
 
+def test_an_untied_model_starts_from_a_tied_one_and_not_the_other_way(language_model, tmp_path):
+    untied = nlptool.train(
+        "language-model",
+        tmp_path / "untied",
+        train=LINES,
+        validation=LINES[:4],
+        overrides=[*LM, "model.tie_weights=false", "training.learning_rate=0"],
+        init_from=str(language_model.path),
+        verbose=0,
+    )
+    prompt = {"max_new_tokens": 5, "temperature": 1.0, "seed": 2}  # the same distributions: the same samples
+    assert untied.predict(["the film"], **prompt) == language_model.predict(["the film"], **prompt)
+    with pytest.raises(UsageError, match="has a softmax of its own, not tied to its embedding"):
+        nlptool.train("language-model", tmp_path / "tied", train=LINES, overrides=LM, init_from=str(untied.path))
+    assert not (tmp_path / "tied").exists()
+
+
 def test_a_classifier_cannot_start_from_an_export(language_model, tmp_path):
     export = language_model.export(tmp_path / "export")
     with pytest.raises(RunError, match="is an export; start from a run directory or a preset"):

@@ -183,7 +183,7 @@ class LanguageModelTask(base.Task):
             "--init-from",
             metavar="RUN_DIR|preset:NAME",
             help="start from a language model (a preset, `nlptool presets`, or a run): its tokeniser and weights, "
-            "and the shape of its model; train it on on your own text (the first step of fine-tuning a classifier "
+            "and the shape of its model; train it on your own text (the first step of fine-tuning a classifier "
             "from a preset on a new domain)",
         )
 
@@ -287,6 +287,11 @@ class LanguageModelTask(base.Task):
         if init_from is not None:
             start = base.trained_run(init_from, self.name)
             old = start.config
+            if config.model.tie_weights and not old.model.tie_weights:
+                raise UsageError(
+                    f"{init_from} has a softmax of its own, not tied to its embedding: start from it with "
+                    "model.tie_weights=false."
+                )
             config = dataclasses.replace(
                 config,
                 tokenizer=old.tokenizer,
