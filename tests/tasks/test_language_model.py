@@ -952,7 +952,8 @@ def test_cli_train_help_shows_the_language_model_options_only():
     assert code == 0
     for flag in ("--dataset", "--train-file", "--validation-file", "--test-file", "--text-column", "--run-dir"):
         assert flag in out, flag
-    for flag in ("--label-column", "--init-from", "--init-encoder-from", "--source-column", "--target-column"):
+    assert "--init-from RUN_DIR|preset:NAME" in out  # a language model to start from
+    for flag in ("--label-column", "--init-encoder-from", "--source-column", "--target-column"):
         assert flag not in out, flag
 
 
