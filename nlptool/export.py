@@ -13,6 +13,7 @@ and the next export cleans up what a killed one left.
 """
 
 import contextlib
+import inspect
 import os
 import shutil
 import tempfile
@@ -50,10 +51,39 @@ class ServingModule(tf.Module):
         super().__init__(name=name)
         self._keras = types.SimpleNamespace(model=model)  # not a trackable: tf.Module does not look inside
         self.model_variables = [_tf_variable(variable) for variable in model.variables]
+        for attribute, method in inspect.getmembers(type(self), inspect.isfunction):
+            options = getattr(method, SERVING_OPTIONS, None)
+            if options is not None:
+                setattr(self, attribute, tf.function(getattr(self, attribute), **options))
 
     @property
     def model(self):
         return self._keras.model
+
+
+SERVING_OPTIONS = "__nlptool_serving_function__"
+
+
+def serving_function(**options):
+    """Marks a method of a `ServingModule` as one of its `tf.function`s
+    (`options` are `tf.function`'s: `input_signature`, ...). Each module
+    makes its own `tf.function` of the method bound to itself when it is
+    built, so `module.NAME` is that function, as with `@tf.function`.
+
+    Why not `@tf.function` on the method: TensorFlow binds a decorated
+    method to its instance through a weak reference and a stand-in object
+    (`TfMethodTarget`). A module that its caller dropped then leaves its
+    signatures without their `self`, and a trace has been seen, once in a
+    loaded test run, to find the stand-in in place of the module ("'TfMethodTarget'
+    object has no attribute ..."). A function bound here holds its module
+    strongly, and traces with the module itself as `self`.
+    """
+
+    def mark(method):
+        setattr(method, SERVING_OPTIONS, options)
+        return method
+
+    return mark
 
 
 def _tf_variable(variable):

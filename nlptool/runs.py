@@ -265,7 +265,7 @@ class Run:
         """One dict per text (labels, generated text, translations, by task), with the task's options."""
         texts = _text_list(texts)
         if self._serving is None:
-            self._serving = self.task.serving_module(self.load())  # kept: tf.function methods hold it weakly
+            self._serving = self.task.serving_module(self.load())
         return self.task.predict(self._serving[1], texts, **options)
 
 

@@ -5,6 +5,7 @@ their permissions, the atomic write, the session-loader check, and the
 weights stored once.
 """
 
+import gc
 import os
 import stat
 
@@ -14,7 +15,7 @@ import pytest
 import tensorflow as tf
 from harness import call_export, call_export_in_session
 
-from nlptool.export import ExportError, ServingModule, save
+from nlptool.export import ExportError, ServingModule, save, serving_function
 from nlptool.files import model_versions, saved_model_dir
 
 
@@ -27,7 +28,7 @@ class Scores(ServingModule):
     def __init__(self, model):
         super().__init__(model, name="scores")
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+    @serving_function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
     def serve(self, x):
         return {"y": self.model(x, training=False)}
 
@@ -120,3 +121,17 @@ def test_a_module_that_the_session_loader_cannot_serve_is_refused(tmp_path):
     with pytest.raises(ExportError, match=r"leaves 4 variables uninitialised.*ServingModule"):
         export(module, tmp_path / "m")
     assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_a_serving_function_keeps_its_module_when_the_caller_drops_it():
+    """What a task's predict does with a module it does not keep: only the
+    function is held. Each module has its own function, bound to itself."""
+    model = dense_model()
+    first, second = Scores(model), Scores(dense_model(seed=1))
+    assert first.serve is not second.serve and isinstance(first.serve, tf.types.experimental.PolymorphicFunction)
+    serve = Scores(model).serve
+    gc.collect()
+    np.testing.assert_allclose(serve(tf.constant(X))["y"], model(np.array(X)), atol=1e-6)
+    concrete = Scores(model).serve.get_concrete_function()
+    gc.collect()
+    np.testing.assert_allclose(concrete(x=tf.constant(X))["y"], model(np.array(X)), atol=1e-6)

@@ -111,14 +111,14 @@ class ParityTask(base.Task):
     def serving_module(self, trained):
         import tensorflow as tf
 
-        from nlptool.export import ServingModule
+        from nlptool.export import ServingModule, serving_function
 
         class Serving(ServingModule):
             def __init__(self, tokenizer, model, names):
                 super().__init__(model, name="parity_serving")
                 self.tokenizer, self.names = tokenizer, tf.constant(names)
 
-            @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+            @serving_function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
             def serve(self, text):
                 probabilities = self.model(self.tokenizer(text))
                 return {"label": tf.gather(self.names, tf.argmax(probabilities, axis=-1))}

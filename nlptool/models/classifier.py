@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from nlptool import compat
-from nlptool.export import ServingModule
+from nlptool.export import ServingModule, serving_function
 from nlptool.layers import GRU
 
 
@@ -175,13 +175,13 @@ class ClassifierServing(ServingModule):
         self.max_length = max_length
         self._class_names = tf.constant([str(name) for name in class_names])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    @serving_function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(self, text):
         probabilities = self.model(token_ids(self.tokenizer, text, self.max_length), training=False)
         label = tf.gather(self._class_names, tf.argmax(probabilities, axis=-1))
         return {"label": label, "probabilities": probabilities}
 
-    @tf.function(input_signature=[])
+    @serving_function(input_signature=[])
     def class_names(self):
         """The class of each column of `probabilities`."""
         return {"class_names": self._class_names}

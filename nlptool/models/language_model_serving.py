@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from nlptool import decoding
-from nlptool.export import ServingModule
+from nlptool.export import ServingModule, serving_function
 from nlptool.tasks.base import BEAM_WIDTH
 from nlptool.tokenizers import END_ID, PAD_ID, START_ID
 
@@ -96,7 +96,7 @@ class LanguageModelServing(ServingModule):
         text = tf.where(tf.sequence_mask(lengths, tf.shape(tokens)[1]), tokens, tf.zeros_like(tokens))
         return tf.reverse_sequence(text, lengths, seq_axis=1, batch_axis=0)
 
-    @tf.function(input_signature=[])
+    @serving_function(input_signature=[])
     def generation_defaults(self):
         """What `serving_default` uses for the arguments of `generate`."""
         d = self.defaults
@@ -109,13 +109,13 @@ class LanguageModelServing(ServingModule):
             "min_new_tokens": tf.constant(d.min_new_tokens, tf.int32),
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompt")])
+    @serving_function(input_signature=[tf.TensorSpec([None], tf.string, name="prompt")])
     def serve(self, prompt):
         d = self.defaults
         tokens, _ = self.generate_ids(prompt, d.max_new_tokens, d.temperature, d.top_k, d.top_p, 0)
         return {"text": self.tokenizer.detokenize(tokens)}
 
-    @tf.function(
+    @serving_function(
         input_signature=[
             tf.TensorSpec([None], tf.string, name="prompt"),
             tf.TensorSpec([], tf.int32, name="max_new_tokens"),
@@ -136,7 +136,7 @@ class LanguageModelServing(ServingModule):
         tokens, lengths = self.generate_ids(prompt, max_new_tokens, temperature, top_k, top_p, seed)
         return {"text": self.tokenizer.detokenize(tokens), "ids": tokens, "lengths": lengths}
 
-    @tf.function(
+    @serving_function(
         input_signature=[
             tf.TensorSpec([None], tf.string, name="prompt"),
             tf.TensorSpec([], tf.int32, name="max_new_tokens"),

@@ -5,7 +5,7 @@ import math
 import tensorflow as tf
 
 from nlptool import decoding
-from nlptool.export import ServingModule
+from nlptool.export import ServingModule, serving_function
 from nlptool.tasks.base import AT_LEAST_ONE
 from nlptool.tokenizers import END_ID, PAD_ID, START_ID
 
@@ -77,13 +77,13 @@ class EncoderDecoderServing(ServingModule):
         flat = tf.reshape(ids, tf.stack([tf.reduce_prod(shape[:-1]), shape[-1]]))  # not -1: 0 rows of 0 columns
         return tf.reshape(self.target_tokenizer.detokenize(flat), shape[:-1])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="source")])
+    @serving_function(input_signature=[tf.TensorSpec([None], tf.string, name="source")])
     def serve(self, source):
         d = self.defaults
         ids, scores, _ = self.translate_ids(source, d.beam_width, 1, d.length_penalty)
         return {"text": self._text(ids[:, 0]), "score": scores[:, 0]}
 
-    @tf.function(
+    @serving_function(
         input_signature=[
             tf.TensorSpec([None], tf.string, name="source"),
             tf.TensorSpec([], tf.int32, name="beam_width"),
@@ -100,12 +100,12 @@ class EncoderDecoderServing(ServingModule):
         ids, scores, lengths = self.translate_ids(source, beam_width, n_best, length_penalty)
         return {"text": self._text(ids), "score": scores, "ids": ids, "lengths": lengths}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="source")])
+    @serving_function(input_signature=[tf.TensorSpec([None], tf.string, name="source")])
     def greedy(self, source):
         ids, scores = self.greedy_ids(source)
         return {"text": self._text(ids), "score": scores}
 
-    @tf.function(
+    @serving_function(
         input_signature=[
             tf.TensorSpec([None], tf.string, name="source"),
             tf.TensorSpec([None], tf.string, name="target"),
@@ -131,7 +131,7 @@ class EncoderDecoderServing(ServingModule):
             "target_pieces": pieces(self.target_tokenizer, target_ids),
         }
 
-    @tf.function(input_signature=[])
+    @serving_function(input_signature=[])
     def decoding_defaults(self):
         d = self.defaults
         return {

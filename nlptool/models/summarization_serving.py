@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from nlptool import decoding
-from nlptool.export import ServingModule
+from nlptool.export import ServingModule, serving_function
 from nlptool.models import pointer_generator
 from nlptool.models.seq2seq_serving import pieces, write_end
 from nlptool.tasks.base import AT_LEAST_ONE
@@ -143,12 +143,12 @@ class SummarizationServing(ServingModule):
             tf.constant(d.block_trigrams, tf.bool),
         )
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    @serving_function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(self, text):
         ids, scores, _, oov_words = self.decode_ids(text, self.defaults.beam_width, 1, *self._defaults())
         return {"summary": self._text(ids[:, 0], oov_words), "score": scores[:, 0]}
 
-    @tf.function(
+    @serving_function(
         input_signature=[
             tf.TensorSpec([None], tf.string, name="text"),
             tf.TensorSpec([], tf.int32, name="beam_width"),
@@ -184,14 +184,14 @@ class SummarizationServing(ServingModule):
         )
         return {"summary": self._text(ids, oov_words), "score": scores, "ids": ids, "lengths": lengths}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    @serving_function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def greedy(self, text):
         _, _, min_length, max_length, block = self._defaults()
         # greedy as the beam search of width 1: the same tokens, scored by log-probability
         ids, scores, _, oov_words = self.decode_ids(text, 1, 1, 0.0, 0.0, min_length, max_length, block)
         return {"summary": self._text(ids[:, 0], oov_words), "score": scores[:, 0]}
 
-    @tf.function(
+    @serving_function(
         input_signature=[
             tf.TensorSpec([None], tf.string, name="text"),
             tf.TensorSpec([None], tf.string, name="summary"),
@@ -219,7 +219,7 @@ class SummarizationServing(ServingModule):
             "summary_pieces": _marked(self._words(target, oov_words), target),
         }
 
-    @tf.function(input_signature=[])
+    @serving_function(input_signature=[])
     def decoding_defaults(self):
         length_penalty, coverage_penalty, min_length, max_length, block = self._defaults()
         return {
