@@ -29,6 +29,7 @@ BENCHMARKS = (
     "translation",
     "transfer",
     "small_data",
+    "fine_tuning",
     "peers",
     "summarization",
     "serving",

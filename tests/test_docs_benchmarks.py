@@ -32,6 +32,7 @@ EXPECTED = {
     "translation": lambda r: [[None] * len(r["rows"]), [None] * (2 * len(r["rows"]))],
     "transfer": lambda r: [[None] * len(r["rows"])],
     "small_data": lambda r: [[None] * len({row["dataset"] for row in r["rows"]})],
+    "fine_tuning": lambda r: [[None] * len({(row["dataset"], row["variant"]) for row in r["rows"]})],
     "peers": lambda r: [[row["task"] for row in r["rows"] for _ in range(1 + len(row["peers"]))]],
     "summarization": lambda r: [[row["name"] for row in r["rows"]]],
     "serving": lambda r: [[kind for kind, result in r["results"].items() for _ in result["http"]]],
