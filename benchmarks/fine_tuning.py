@@ -30,11 +30,9 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import small_data
@@ -214,30 +212,9 @@ def main():
         return
     for variant in args.variants:
         parse(variant)  # a typo stops here, before any cell runs
-    result = RESULTS.is_file() and json.loads(RESULTS.read_text()) or {"benchmark": "fine_tuning", "rows": []}
-    result.update(machine=small_data.this_machine(), preset=small_data.PRESET, folds=args.folds)
-    rows = {(r["dataset"], r["variant"], r["seed"]): r for r in result["rows"]}
-    for dataset in args.datasets:
-        for seed in args.seeds:
-            for variant in args.variants:
-                command = [sys.executable, __file__, "--cell", dataset, variant, str(seed), str(args.folds)]
-                out = subprocess.run(command, capture_output=True, text=True, cwd=HERE.parent)
-                if out.returncode != 0:
-                    raise SystemExit(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
-                measured = json.loads(out.stdout.strip().splitlines()[-1])
-                rows[(dataset, variant, seed)] = {
-                    "dataset": dataset,
-                    "variant": variant,
-                    "seed": seed,
-                    "folds": args.folds if dataset in small_data.CV else 1,
-                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    **measured,
-                }
-                print(f"{dataset} {variant} seed {seed}: {measured['accuracy']:.4f} in {measured['seconds']:.0f} s")
-                result["rows"] = list(rows.values())
-                RESULTS.parent.mkdir(parents=True, exist_ok=True)
-                RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(result))
+    small_data.run_cells(
+        __file__, RESULTS, "fine_tuning", "variant", args.datasets, args.variants, args.seeds, args.folds, table
+    )
 
 
 if __name__ == "__main__":

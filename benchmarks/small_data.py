@@ -110,30 +110,37 @@ def cell(dataset, start, seed, fold_count):
 
 
 def measure(datasets, starts, seeds, fold_count):
-    result = RESULTS.is_file() and json.loads(RESULTS.read_text()) or {"benchmark": "small_data", "rows": []}
+    run_cells(__file__, RESULTS, "small_data", "start", datasets, starts, range(1, seeds + 1), fold_count, table)
+
+
+def run_cells(script, results, benchmark, column, datasets, values, seeds, fold_count, render_table):
+    """Run `script --cell DATASET VALUE SEED FOLDS` in a fresh process for every dataset, seed and value of
+    `column` ("start", "variant"), adding each cell's JSON line as a row of `results` (written after every
+    cell; a row of the same key is replaced), then print `render_table` of them."""
+    result = results.is_file() and json.loads(results.read_text()) or {"benchmark": benchmark, "rows": []}
     result.update(machine=this_machine(), preset=PRESET, folds=fold_count)
-    rows = {(r["dataset"], r["start"], r["seed"]): r for r in result["rows"]}
+    rows = {(r["dataset"], r[column], r["seed"]): r for r in result["rows"]}
     for dataset in datasets:
-        for seed in range(1, seeds + 1):
-            for start in starts:
-                command = [sys.executable, __file__, "--cell", dataset, start, str(seed), str(fold_count)]
+        for seed in seeds:
+            for value in values:
+                command = [sys.executable, str(script), "--cell", dataset, value, str(seed), str(fold_count)]
                 out = subprocess.run(command, capture_output=True, text=True, cwd=HERE.parent)
                 if out.returncode != 0:
                     raise SystemExit(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
                 measured = json.loads(out.stdout.strip().splitlines()[-1])
-                rows[(dataset, start, seed)] = {
+                rows[(dataset, value, seed)] = {
                     "dataset": dataset,
-                    "start": start,
+                    column: value,
                     "seed": seed,
                     "folds": fold_count if dataset in CV else 1,
                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     **measured,
                 }
-                print(f"{dataset} {start} seed {seed}: {measured['accuracy']:.4f} in {measured['seconds']:.0f} s")
+                print(f"{dataset} {value} seed {seed}: {measured['accuracy']:.4f} in {measured['seconds']:.0f} s")
                 result["rows"] = list(rows.values())
-                RESULTS.parent.mkdir(parents=True, exist_ok=True)
-                RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(result))
+                results.parent.mkdir(parents=True, exist_ok=True)
+                results.write_text(json.dumps(result, indent=2) + "\n")
+    print(render_table(result))
 
 
 def table(result):
